@@ -1,0 +1,303 @@
+//! Restoring one snapshot to a file or block device.
+//!
+//! Files are written to `<target>.lifeboat-partial`, sparse, and renamed into place
+//! only when every chunk has been verified and written: a failed restore never leaves
+//! a plausible-looking but wrong disk under the target name.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use lifeboat_store::format::blob::open_chunk;
+use lifeboat_store::format::manifest::{Extent, Manifest};
+use lifeboat_store::{Progress, Repository, SnapshotSummary, format};
+use serde::Serialize;
+
+use crate::RestoreError;
+use crate::plan::{FetchRange, plan};
+
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub snapshot: SnapshotSummary,
+    pub target: PathBuf,
+    /// Replace an existing non-empty file.
+    pub overwrite: bool,
+    /// Ranged reads in flight.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub vm: String,
+    pub disk: String,
+    pub target: String,
+    pub disk_size: u64,
+    /// Chunk bytes written (zero extents are left as holes on files).
+    pub bytes_written: u64,
+    pub zero_bytes: u64,
+    pub chunks: u64,
+    pub bytes_fetched: u64,
+    pub duration_secs: f64,
+}
+
+/// Where restored bytes go.
+struct Target {
+    file: File,
+    /// Final path; `None` when writing straight to a block device.
+    rename_to: Option<PathBuf>,
+    written_path: PathBuf,
+    is_device: bool,
+}
+
+fn target_err(path: &Path, detail: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Target {
+        path: path.display().to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn open_target(path: &Path, size: u64, overwrite: bool) -> Result<Target, RestoreError> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.file_type().is_block_device() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| target_err(path, e))?;
+            let dev_size = std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0))
+                .map_err(|e| target_err(path, e))?;
+            if dev_size < size {
+                return Err(target_err(
+                    path,
+                    format!("device holds {dev_size} bytes, the disk needs {size}"),
+                ));
+            }
+            return Ok(Target {
+                file,
+                rename_to: None,
+                written_path: path.to_path_buf(),
+                is_device: true,
+            });
+        }
+        if meta.is_dir() {
+            return Err(target_err(
+                path,
+                "is a directory; give a file name for the restored disk",
+            ));
+        }
+        if meta.len() > 0 && !overwrite {
+            return Err(target_err(
+                path,
+                "exists and is not empty; pass --overwrite to replace it",
+            ));
+        }
+    }
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".lifeboat-partial");
+    let partial = PathBuf::from(partial);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .map_err(|e| target_err(&partial, e))?;
+    file.set_len(size).map_err(|e| target_err(&partial, e))?;
+    Ok(Target {
+        file,
+        rename_to: Some(path.to_path_buf()),
+        written_path: partial,
+        is_device: false,
+    })
+}
+
+pub async fn restore_snapshot(
+    repo: Arc<Repository>,
+    req: RestoreRequest,
+    progress: Arc<Progress>,
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let manifest = repo.read_manifest(&req.snapshot.id).await?;
+    let damaged = |offset: u64, detail: String| RestoreError::Damaged {
+        snapshot: req.snapshot.short_id().to_string(),
+        vm: manifest.meta.vm.clone(),
+        disk: manifest.meta.disk.clone(),
+        offset,
+        detail,
+    };
+    let plan = plan(&repo, &manifest).await?;
+    if let Some(first) = plan.unlocated.first() {
+        return Err(damaged(
+            first.disk_offset,
+            format!(
+                "{} chunk(s) are in no index (first: {:?}); if packs survive, `lifeboat repair index` may recover them",
+                plan.unlocated.len(),
+                first.id
+            ),
+        ));
+    }
+    let target = Arc::new(open_target(&req.target, manifest.meta.size, req.overwrite)?);
+    progress.set_total(manifest.meta.size);
+    let result = write_all(
+        &repo,
+        &manifest,
+        &plan.ranges,
+        &target,
+        &progress,
+        req.concurrency,
+        &damaged,
+    )
+    .await;
+    let (bytes_written, bytes_fetched) = match result {
+        Ok(counts) => counts,
+        Err(e) => {
+            if target.rename_to.is_some() {
+                let _ = std::fs::remove_file(&target.written_path);
+            }
+            return Err(e);
+        }
+    };
+    let zero_bytes = manifest
+        .extents
+        .iter()
+        .filter(|e| matches!(e, Extent::Zero { .. }))
+        .map(Extent::len)
+        .sum();
+    let target = Arc::into_inner(target).expect("all writers finished");
+    finish_target(target, &manifest)?;
+    Ok(RestoreReport {
+        snapshot: req.snapshot.id.clone(),
+        vm: manifest.meta.vm.clone(),
+        disk: manifest.meta.disk.clone(),
+        target: req.target.display().to_string(),
+        disk_size: manifest.meta.size,
+        bytes_written,
+        zero_bytes,
+        chunks: manifest
+            .extents
+            .iter()
+            .filter(|e| matches!(e, Extent::Chunk { .. }))
+            .count() as u64,
+        bytes_fetched,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Fetches every range, verifies its chunks and writes them; returns
+/// `(bytes written, bytes fetched)`.
+async fn write_all(
+    repo: &Arc<Repository>,
+    manifest: &Manifest,
+    ranges: &[FetchRange],
+    target: &Arc<Target>,
+    progress: &Arc<Progress>,
+    concurrency: usize,
+    damaged: &(dyn Fn(u64, String) -> RestoreError + Sync),
+) -> Result<(u64, u64), RestoreError> {
+    let mut stream = futures::stream::iter(ranges.iter().cloned().map(|range| {
+        let (repo, target, progress) = (repo.clone(), target.clone(), progress.clone());
+        async move {
+            let key = format::pack_key(&range.pack);
+            let fetched = repo
+                .backend()
+                .get_range(&key, range.start, range.end - range.start)
+                .await;
+            (range, key, fetched, repo, target, progress)
+        }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    let (mut written, mut fetched_total) = (0u64, 0u64);
+    while let Some((range, key, fetched, repo, target, progress)) = stream.next().await {
+        let first_offset = range
+            .needs
+            .iter()
+            .flat_map(|n| n.disk_offsets.first())
+            .copied()
+            .min()
+            .unwrap_or(0);
+        let bytes = fetched.map_err(|e| damaged(first_offset, format!("reading {key}: {e}")))?;
+        fetched_total += bytes.len() as u64;
+        let outcome = tokio::task::spawn_blocking(move || -> Result<u64, (u64, String)> {
+            let mut written = 0;
+            for need in &range.needs {
+                let at = (need.blob_offset - range.start) as usize;
+                let Some(blob) = bytes.get(at..at + need.blob_len as usize) else {
+                    return Err((
+                        need.disk_offsets[0],
+                        format!("{key} is truncated (chunk {:?} missing)", need.id),
+                    ));
+                };
+                let data = open_chunk(repo.keys(), &need.id, blob).map_err(|e| {
+                    (
+                        need.disk_offsets[0],
+                        format!("chunk {:?} in {key}: {e}", need.id),
+                    )
+                })?;
+                for &off in &need.disk_offsets {
+                    target.file.write_all_at(&data, off).map_err(|e| {
+                        (
+                            off,
+                            format!("writing {}: {e}", target.written_path.display()),
+                        )
+                    })?;
+                    written += data.len() as u64;
+                    progress.add(data.len() as u64);
+                }
+            }
+            Ok(written)
+        })
+        .await
+        .expect("restore writer panicked");
+        written += outcome.map_err(|(off, detail)| damaged(off, detail))?;
+    }
+    if target.is_device {
+        write_device_zeros(manifest, target)?;
+    }
+    let zeros: u64 = manifest
+        .extents
+        .iter()
+        .filter(|e| matches!(e, Extent::Zero { .. }))
+        .map(Extent::len)
+        .sum();
+    progress.add(zeros);
+    Ok((written, fetched_total))
+}
+
+/// Block devices keep old contents in "holes": zero runs must be written out.
+fn write_device_zeros(manifest: &Manifest, target: &Target) -> Result<(), RestoreError> {
+    let zeros = vec![0u8; 1 << 20];
+    for (offset, e) in manifest.extents_with_offsets() {
+        if let Extent::Zero { len } = e {
+            let mut done = 0;
+            while done < *len {
+                let n = (*len - done).min(zeros.len() as u64) as usize;
+                target
+                    .file
+                    .write_all_at(&zeros[..n], offset + done)
+                    .map_err(|e| target_err(&target.written_path, e))?;
+                done += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn finish_target(target: Target, manifest: &Manifest) -> Result<(), RestoreError> {
+    target
+        .file
+        .sync_all()
+        .map_err(|e| target_err(&target.written_path, e))?;
+    if let Some(final_path) = target.rename_to {
+        std::fs::rename(&target.written_path, &final_path)
+            .map_err(|e| target_err(&final_path, e))?;
+    }
+    tracing::debug!(
+        "restored {} bytes of {}/{}",
+        manifest.meta.size,
+        manifest.meta.vm,
+        manifest.meta.disk
+    );
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository: /path, file:///path or s3://bucket/prefix[?endpoint=URL&region=R]
+    #[arg(short = 'r', long = "repo", env = "LIFEBOAT_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the passphrase from this file (else LIFEBOAT_PASSWORD, else a prompt)
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Where the local catalog cache lives [default: ~/.cache/lifeboat]
+    #[arg(long, env = "LIFEBOAT_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars or informational messages
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Accept invalid TLS certificates from an https endpoint (dangerous; for tests only)
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up one VM disk (raw image file or block device)
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot to a file or block device
+    Restore(RestoreArgs),
+    /// Check the repository: structure always, data with --read-data
+    Verify(VerifyArgs),
+    /// Manage the passphrases (key slots) that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Average chunk size (min = avg/4, max = avg*4 unless given), e.g. 1MiB
+    #[arg(long, value_parser = parse_size, default_value = "1MiB")]
+    pub chunk_avg: u32,
+    /// Minimum chunk size [default: avg/4]
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_min: Option<u32>,
+    /// Maximum chunk size [default: avg*4]
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_max: Option<u32>,
+    /// zstd compression level (1-22)
+    #[arg(long, default_value_t = 3)]
+    pub compression: i32,
+    /// Target pack size (16-32 MiB suits S3)
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub pack_size: u32,
+    /// Create the bucket (or directory) if it does not exist
+    #[arg(long)]
+    pub create_bucket: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Name of the VM the disk belongs to
+    #[arg(long)]
+    pub vm: String,
+    /// Name of the disk within the VM [default: the image's file name]
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Threads hashing, compressing and encrypting [default: number of cores]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Pack uploads in flight
+    #[arg(long, default_value_t = 4)]
+    pub uploads: usize,
+    /// Raw disk image or block device
+    pub image: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[arg(long)]
+    pub vm: Option<String>,
+    #[arg(long)]
+    pub disk: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or unique prefix), or `latest`
+    pub snapshot: String,
+    /// File or block device to write the disk to
+    pub target: PathBuf,
+    /// With `latest`: which VM
+    #[arg(long)]
+    pub vm: Option<String>,
+    /// With `latest`: which disk
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Replace an existing non-empty target file
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Ranged reads in flight
+    #[arg(long, default_value_t = 8)]
+    pub fetches: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also download and check data: all of it, or PERCENT of the packs chosen at random
+    #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100", value_parser = parse_percent)]
+    pub read_data: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a passphrase (read from --new-password-file, LIFEBOAT_NEW_PASSWORD or a prompt)
+    Add {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List key slots
+    List,
+    /// Remove a key slot (not the last one, nor the one in use)
+    Remove { id: String },
+}
+
+/// Parses sizes like `4096`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1MiB or 262144"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use K, M or G"
+            ));
+        }
+    };
+    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be in (0, 100]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (input, want) in [
+            ("4096", Some(4096)),
+            ("256K", Some(262144)),
+            ("1MiB", Some(1 << 20)),
+            ("2 mb", Some(2 << 20)),
+            ("x", None),
+            ("8GiB", None),
+        ] {
+            assert_eq!(parse_size(input).ok(), want, "{input}");
+        }
+        assert_eq!(parse_percent("10%").unwrap(), 10.0);
+        assert!(parse_percent("0").is_err());
+        assert!(parse_percent("101").is_err());
+    }
+}

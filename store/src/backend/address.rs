@@ -1,0 +1,151 @@
+//! Parsing repository addresses (`/path`, `file:///path`, `s3://bucket/prefix?endpoint=…`)
+//! and opening the matching backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Backend, BackendError, local::LocalBackend, s3::S3Backend};
+
+/// Where a repository lives, parsed from `-r/--repo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoAddress {
+    Local(PathBuf),
+    S3(S3Address),
+}
+
+/// An S3-compatible location. Credentials are never part of the address: they come
+/// from the standard AWS chain (environment, profile, instance metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Address {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Custom endpoint (MinIO, Ceph, moto); `None` means AWS or `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// Region; `None` means the AWS chain's region, else `us-east-1`.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid repository address {address:?}: {reason}")]
+pub struct AddressError {
+    pub address: String,
+    pub reason: String,
+}
+
+impl RepoAddress {
+    pub fn parse(address: &str) -> Result<Self, AddressError> {
+        let bad = |reason: &str| AddressError {
+            address: address.to_string(),
+            reason: reason.to_string(),
+        };
+        if address.is_empty() {
+            return Err(bad(
+                "empty; pass -r /path, -r file:///path or -r s3://bucket/prefix",
+            ));
+        }
+        if let Some(rest) = address.strip_prefix("file://") {
+            if rest.is_empty() || !rest.starts_with('/') {
+                return Err(bad(
+                    "file:// addresses need an absolute path, e.g. file:///srv/lifeboat",
+                ));
+            }
+            return Ok(RepoAddress::Local(PathBuf::from(rest)));
+        }
+        if address.starts_with("s3://") {
+            let url = url::Url::parse(address).map_err(|e| bad(&e.to_string()))?;
+            let bucket = url.host_str().unwrap_or_default().to_string();
+            if bucket.is_empty() {
+                return Err(bad("missing bucket name, e.g. s3://backups/lifeboat"));
+            }
+            let prefix = url.path().trim_matches('/').to_string();
+            let mut endpoint = None;
+            let mut region = None;
+            for (k, v) in url.query_pairs() {
+                match k.as_ref() {
+                    "endpoint" => endpoint = Some(v.into_owned()),
+                    "region" => region = Some(v.into_owned()),
+                    other => {
+                        return Err(bad(&format!(
+                            "unknown option {other:?}; supported: endpoint, region"
+                        )));
+                    }
+                }
+            }
+            return Ok(RepoAddress::S3(S3Address {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+            }));
+        }
+        if address.contains("://") {
+            return Err(bad("unsupported scheme; use a path, file:// or s3://"));
+        }
+        Ok(RepoAddress::Local(PathBuf::from(address)))
+    }
+}
+
+/// Options that apply to network backends.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// Accept invalid TLS certificates (explicit `--insecure` only).
+    pub insecure_tls: bool,
+}
+
+pub async fn open_backend(
+    address: &RepoAddress,
+    options: &BackendOptions,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    Ok(match address {
+        RepoAddress::Local(path) => Arc::new(LocalBackend::new(path.clone())),
+        RepoAddress::S3(s3) => Arc::new(S3Backend::connect(s3, options).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        let table: &[(&str, Option<RepoAddress>)] = &[
+            ("/srv/repo", Some(RepoAddress::Local("/srv/repo".into()))),
+            (
+                "relative/repo",
+                Some(RepoAddress::Local("relative/repo".into())),
+            ),
+            (
+                "file:///srv/repo",
+                Some(RepoAddress::Local("/srv/repo".into())),
+            ),
+            ("file://srv", None),
+            ("", None),
+            ("ftp://x", None),
+            ("s3://", None),
+            (
+                "s3://bkt/a/b/?endpoint=http://127.0.0.1:9000&region=eu-west-1",
+                Some(RepoAddress::S3(S3Address {
+                    bucket: "bkt".into(),
+                    prefix: "a/b".into(),
+                    endpoint: Some("http://127.0.0.1:9000".into()),
+                    region: Some("eu-west-1".into()),
+                })),
+            ),
+            (
+                "s3://bkt",
+                Some(RepoAddress::S3(S3Address {
+                    bucket: "bkt".into(),
+                    prefix: String::new(),
+                    endpoint: None,
+                    region: None,
+                })),
+            ),
+            ("s3://bkt?color=red", None),
+        ];
+        for (input, want) in table {
+            let got = RepoAddress::parse(input).ok();
+            assert_eq!(&got, want, "address {input:?}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The local catalog: a SQLite cache of the repository's index and snapshot list.
+//!
+//! Dedup lookups during a backup hit this file instead of the bucket, and memory stays
+//! flat however large the repository grows. It holds nothing the repository does not:
+//! delete it and the next command rebuilds it from the index objects and manifests.
+//!
+//! One exception, by design: chunks in packs this host uploaded but has not yet listed
+//! in an index object (`indexed = 0`). They exist after a killed backup; the next backup
+//! reuses them and its index object covers them, which is what makes backups resumable.
+//! If the catalog is lost before that, the packs are orphans that only cost space.
+//!
+//! Locking: SQLite's own. Writers share one connection behind a mutex; each backup
+//! worker opens its own read connection ([`ChunkLookup`]) so lookups run in parallel (WAL).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::crypto::ChunkId;
+use crate::error::{StoreError, StoreResult};
+use crate::format::index::IndexedPack;
+use crate::format::pack::PackEntry;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chunks (
+    id      BLOB PRIMARY KEY,
+    pack    BLOB NOT NULL,
+    offset  INTEGER NOT NULL,
+    length  INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    indexed INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_unindexed ON chunks(indexed) WHERE indexed = 0;
+CREATE TABLE IF NOT EXISTS index_objects (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    id   TEXT PRIMARY KEY,
+    vm   TEXT NOT NULL,
+    disk TEXT NOT NULL,
+    time TEXT NOT NULL,
+    meta TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Where one stored chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: ChunkId,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+pub struct Catalog {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({})", self.path.display())
+    }
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn blob_id(bytes: Vec<u8>) -> rusqlite::Result<ChunkId> {
+    bytes.try_into().map(ChunkId).map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
+    })
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::LocalIo {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let catalog = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(open_conn(path).map_err(|source| StoreError::Catalog {
+                path: path.display().to_string(),
+                source,
+            })?),
+        };
+        catalog.with(|c| c.execute_batch(SCHEMA))?;
+        Ok(catalog)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Catalog {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let mut conn = self.conn.lock().expect("catalog mutex poisoned");
+        f(&mut conn).map_err(|e| self.err(e))
+    }
+
+    /// A separate read connection for a backup worker thread.
+    pub fn lookup(&self) -> StoreResult<ChunkLookup> {
+        Ok(ChunkLookup {
+            conn: open_conn(&self.path).map_err(|e| self.err(e))?,
+        })
+    }
+
+    pub fn locate(&self, id: &ChunkId) -> StoreResult<Option<ChunkLocation>> {
+        self.with(|c| locate(c, id))
+    }
+
+    fn insert_entries(
+        tx: &rusqlite::Transaction<'_>,
+        pack: &ChunkId,
+        entries: &[PackEntry],
+        indexed: bool,
+    ) -> rusqlite::Result<()> {
+        // A chunk listed again (another host stored it too, or a pending entry is now
+        // indexed) keeps one location; the newest index statement wins.
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
+                 length = excluded.length, raw_len = excluded.raw_len, indexed = excluded.indexed
+             WHERE excluded.indexed >= chunks.indexed",
+        )?;
+        for e in entries {
+            stmt.execute(params![
+                &e.id.0[..],
+                &pack.0[..],
+                e.offset as i64,
+                e.length,
+                e.raw_len,
+                indexed as i64
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Records a pack this host has just uploaded but not yet indexed.
+    pub fn add_pending_pack(&self, pack: &ChunkId, entries: &[PackEntry]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            Self::insert_entries(&tx, pack, entries, false)?;
+            tx.commit()
+        })
+    }
+
+    /// Chunks in uploaded packs not yet covered by any index object, grouped by pack.
+    pub fn pending_packs(&self) -> StoreResult<Vec<IndexedPack>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT pack, id, offset, length, raw_len FROM chunks WHERE indexed = 0 ORDER BY pack, offset",
+            )?;
+            let mut packs: Vec<IndexedPack> = Vec::new();
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    blob_id(r.get(0)?)?,
+                    PackEntry {
+                        id: blob_id(r.get(1)?)?,
+                        offset: r.get::<_, i64>(2)? as u64,
+                        length: r.get(3)?,
+                        raw_len: r.get(4)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (pack, entry) = row?;
+                match packs.last_mut() {
+                    Some(p) if p.pack == pack => p.entries.push(entry),
+                    _ => packs.push(IndexedPack {
+                        pack,
+                        entries: vec![entry],
+                    }),
+                }
+            }
+            Ok(packs)
+        })
+    }
+
+    /// Records the contents of an index object (written by us or found in the repository).
+    pub fn add_index_object(&self, name: &str, packs: &[IndexedPack]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for p in packs {
+                Self::insert_entries(&tx, &p.pack, &p.entries, true)?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO index_objects (id) VALUES (?1)",
+                [name],
+            )?;
+            tx.commit()
+        })
+    }
+
+    pub fn index_objects(&self) -> StoreResult<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT id FROM index_objects")?;
+            let names = stmt.query_map([], |r| r.get(0))?.collect();
+            names
+        })
+    }
+
+    /// Forgets every indexed chunk and index object, keeping pending (unindexed) entries;
+    /// used when index objects vanished from the repository (prune, repair).
+    pub fn reset_index(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute_batch("DELETE FROM chunks WHERE indexed = 1; DELETE FROM index_objects;")
+        })
+    }
+
+    /// Drops every entry, pending ones included (after `repair index` or verify found
+    /// the catalog trusted packs that are gone).
+    pub fn reset_all(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute_batch("DELETE FROM chunks; DELETE FROM index_objects; DELETE FROM snapshots;")
+        })
+    }
+
+    pub fn chunk_count(&self) -> StoreResult<u64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    pub fn add_snapshot(
+        &self,
+        id: &str,
+        vm: &str,
+        disk: &str,
+        time: &str,
+        meta_json: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO snapshots (id, vm, disk, time, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, vm, disk, time, meta_json],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn remove_snapshot(&self, id: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM snapshots WHERE id = ?1", [id])
+                .map(|_| ())
+        })
+    }
+
+    /// `(id, meta_json)` of every known snapshot, oldest first.
+    pub fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT id, meta FROM snapshots ORDER BY time, id")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect();
+            rows
+        })
+    }
+}
+
+fn locate(c: &Connection, id: &ChunkId) -> rusqlite::Result<Option<ChunkLocation>> {
+    c.prepare_cached("SELECT pack, offset, length, raw_len FROM chunks WHERE id = ?1")?
+        .query_row([&id.0[..]], |r| {
+            Ok(ChunkLocation {
+                pack: blob_id(r.get(0)?)?,
+                offset: r.get::<_, i64>(1)? as u64,
+                length: r.get(2)?,
+                raw_len: r.get(3)?,
+            })
+        })
+        .optional()
+}
+
+/// A per-thread read connection for dedup lookups.
+pub struct ChunkLookup {
+    conn: Connection,
+}
+
+impl ChunkLookup {
+    pub fn contains(&self, id: &ChunkId) -> rusqlite::Result<bool> {
+        Ok(locate(&self.conn, id)?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64) -> PackEntry {
+        PackEntry {
+            id: ChunkId::random(),
+            offset,
+            length: 10,
+            raw_len: 20,
+        }
+    }
+
+    #[test]
+    fn pending_entries_become_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let pack = ChunkId::random();
+        let entries = vec![entry(0), entry(10)];
+        cat.add_pending_pack(&pack, &entries).unwrap();
+        assert!(cat.lookup().unwrap().contains(&entries[1].id).unwrap());
+        let pending = cat.pending_packs().unwrap();
+        assert_eq!(
+            pending,
+            vec![IndexedPack {
+                pack,
+                entries: entries.clone()
+            }]
+        );
+        cat.add_index_object("idx1", &pending).unwrap();
+        assert!(cat.pending_packs().unwrap().is_empty());
+        assert_eq!(cat.index_objects().unwrap(), vec!["idx1".to_string()]);
+        // Reopening finds everything again: the catalog is durable.
+        drop(cat);
+        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let loc = cat.locate(&entries[0].id).unwrap().unwrap();
+        assert_eq!((loc.pack, loc.offset, loc.length), (pack, 0, 10));
+        cat.reset_index().unwrap();
+        assert_eq!(cat.chunk_count().unwrap(), 0);
+    }
+}

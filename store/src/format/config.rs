@@ -1,0 +1,99 @@
+//! The repository configuration object: parameters fixed at `init`.
+
+use serde::{Deserialize, Serialize};
+
+/// Sealed as JSON under the key `config`. Changing the chunker parameters after data
+/// was written would only cost deduplication, but they are fixed so that every host
+/// backing up into one repository cuts identical chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoConfig {
+    pub version: u32,
+    /// Random repository id (hex), names the local catalog cache.
+    pub id: String,
+    pub created: String,
+    pub chunker: ChunkerParams,
+    /// All-zero runs at least this long (aligned to 4 KiB) are stored as zero extents.
+    pub zero_run_min: u32,
+    pub compression_level: i32,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_size: u32,
+}
+
+/// FastCDC (2020) sizes in bytes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Limits fastcdc's v2020 chunker accepts (its constructor panics outside them).
+pub const CHUNK_MIN_RANGE: (u32, u32) = (64, 1024 * 1024);
+pub const CHUNK_AVG_RANGE: (u32, u32) = (256, 4 * 1024 * 1024);
+pub const CHUNK_MAX_RANGE: (u32, u32) = (1024, 16 * 1024 * 1024);
+
+impl ChunkerParams {
+    /// Derives min = avg/4 and max = avg*4 from an average, the ratios fastcdc recommends.
+    pub fn from_avg(avg: u32) -> Self {
+        Self {
+            min: avg / 4,
+            avg,
+            max: avg.saturating_mul(4),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let in_range = |v: u32, (lo, hi): (u32, u32), name: &str| {
+            if v < lo || v > hi {
+                Err(format!(
+                    "chunk {name} size {v} is outside {lo}..={hi} bytes"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        in_range(self.min, CHUNK_MIN_RANGE, "minimum")?;
+        in_range(self.avg, CHUNK_AVG_RANGE, "average")?;
+        in_range(self.max, CHUNK_MAX_RANGE, "maximum")?;
+        if !(self.min <= self.avg && self.avg <= self.max) {
+            return Err(format!(
+                "chunk sizes must satisfy min <= avg <= max (got {}/{}/{})",
+                self.min, self.avg, self.max
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub const DEFAULT_ZERO_RUN_MIN: u32 = 64 * 1024;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunker_validation() {
+        assert!(ChunkerParams::default().validate().is_ok());
+        assert!(ChunkerParams::from_avg(64 * 1024).validate().is_ok());
+        assert!(ChunkerParams::from_avg(8 * 1024 * 1024).validate().is_err());
+        assert!(ChunkerParams::from_avg(100).validate().is_err());
+        let backwards = ChunkerParams {
+            min: 4096,
+            avg: 2048,
+            max: 8192,
+        };
+        assert!(backwards.validate().is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! Creating and unlocking repositories, and managing their key slots
+//! (`init`, opening with a passphrase, `key add|list|remove`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError};
+use crate::crypto::{MasterKey, RepoKeys};
+use crate::error::{StoreError, StoreResult};
+use crate::format::config::{
+    ChunkerParams, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, DEFAULT_ZERO_RUN_MIN, RepoConfig,
+};
+use crate::format::{CONFIG_KEY, FORMAT_VERSION, KEYS_PREFIX, MARKER_KEY, Marker};
+use crate::keyslot::{self, DEFAULT_KDF, KdfParams, KeySlot, KeySlotError};
+use crate::repo::{Repository, hostname, now_rfc3339, read_marker};
+
+/// Parameters fixed when a repository is created.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+    /// Create the bucket / directory if it does not exist.
+    pub create_container: bool,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            pack_size: DEFAULT_PACK_SIZE,
+            create_container: false,
+            kdf: DEFAULT_KDF,
+        }
+    }
+}
+
+/// A key slot as shown by `key list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyListing {
+    pub id: String,
+    pub created: String,
+    pub host: String,
+    /// Whether this session was unlocked with it.
+    pub current: bool,
+}
+
+/// Slot metadata sealed with the repository key, so any key holder can list all slots.
+#[derive(Serialize, Deserialize)]
+struct SlotLabel {
+    created: String,
+    host: String,
+}
+
+/// The stored slot: the passphrase-sealed part plus the repository-key-sealed label.
+#[derive(Serialize, Deserialize)]
+struct StoredSlot {
+    #[serde(flatten)]
+    slot: KeySlot,
+    label: String,
+}
+
+fn slot_key(id: &str) -> String {
+    format!("{KEYS_PREFIX}{id}")
+}
+
+fn label_aad(id: &str) -> String {
+    format!("{KEYS_PREFIX}{id}#label")
+}
+
+fn new_slot_id() -> String {
+    let mut id = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    hex::encode(id)
+}
+
+async fn write_slot(
+    backend: &dyn Backend,
+    master: &MasterKey,
+    passphrase: String,
+    kdf: KdfParams,
+) -> StoreResult<String> {
+    let id = new_slot_id();
+    let (created, host) = (now_rfc3339(), hostname());
+    let keys = RepoKeys::derive(master);
+    let label = keys.seal(
+        label_aad(&id).as_bytes(),
+        &serde_json::to_vec(&SlotLabel {
+            created: created.clone(),
+            host: host.clone(),
+        })
+        .expect("label serialises"),
+    );
+    let (slot_id, master) = (id.clone(), master.clone());
+    // argon2 takes a quarter second of CPU: keep it off the async threads.
+    let slot = tokio::task::spawn_blocking(move || {
+        keyslot::create_slot(
+            &slot_id,
+            &master,
+            passphrase.as_bytes(),
+            kdf,
+            &created,
+            &host,
+        )
+    })
+    .await
+    .expect("key derivation task panicked");
+    let stored = StoredSlot {
+        slot,
+        label: B64.encode(label),
+    };
+    backend
+        .put_if_absent(
+            &slot_key(&id),
+            Bytes::from(serde_json::to_vec(&stored).expect("slot serialises")),
+        )
+        .await?;
+    Ok(id)
+}
+
+/// Creates a new repository at `backend`, protected by `passphrase`.
+pub async fn init_repository(
+    backend: Arc<dyn Backend>,
+    passphrase: &str,
+    options: &InitOptions,
+    cache_dir: &Path,
+) -> StoreResult<Repository> {
+    options
+        .chunker
+        .validate()
+        .map_err(|detail| StoreError::Invalid {
+            what: "chunk sizes".into(),
+            detail,
+        })?;
+    if !(1..=22).contains(&options.compression_level) {
+        return Err(StoreError::Invalid {
+            what: "compression level".into(),
+            detail: format!("{} is outside zstd's 1..=22", options.compression_level),
+        });
+    }
+    if options.create_container {
+        backend.create_container().await?;
+    }
+    let location = backend.location();
+    backend.check_reachable().await.map_err(|e| match e {
+        BackendError::NotFound { .. } => StoreError::NotFound(format!(
+            "{location} does not exist; create it or pass --create-bucket"
+        )),
+        other => other.into(),
+    })?;
+    if read_marker(backend.as_ref()).await?.is_some()
+        || !backend.list(KEYS_PREFIX).await?.is_empty()
+    {
+        return Err(StoreError::AlreadyInitialized { location });
+    }
+    let master = MasterKey::generate();
+    let keys = RepoKeys::derive(&master);
+    let mut repo_id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut repo_id);
+    let config = RepoConfig {
+        version: FORMAT_VERSION,
+        id: hex::encode(repo_id),
+        created: now_rfc3339(),
+        chunker: options.chunker,
+        zero_run_min: DEFAULT_ZERO_RUN_MIN,
+        compression_level: options.compression_level,
+        pack_size: options.pack_size,
+    };
+    // Order: key slot and config first, the marker last — a repository without its
+    // marker is "not initialised" and `init` can simply be run again.
+    let slot_id = write_slot(
+        backend.as_ref(),
+        &master,
+        passphrase.to_string(),
+        options.kdf,
+    )
+    .await?;
+    let sealed_config = keys.seal(
+        CONFIG_KEY.as_bytes(),
+        &serde_json::to_vec(&config).expect("config serialises"),
+    );
+    backend.put(CONFIG_KEY, Bytes::from(sealed_config)).await?;
+    let marker = serde_json::to_vec(&Marker::current()).expect("marker serialises");
+    backend.put(MARKER_KEY, Bytes::from(marker)).await?;
+    Repository::assemble(backend, master, slot_id, config, cache_dir)
+}
+
+/// Opens an existing repository with `passphrase`.
+pub async fn open_repository(
+    backend: Arc<dyn Backend>,
+    passphrase: &str,
+    cache_dir: &Path,
+) -> StoreResult<Repository> {
+    let location = backend.location();
+    backend.check_reachable().await.map_err(|e| match e {
+        BackendError::NotFound { .. } => StoreError::NotARepository {
+            location: location.clone(),
+        },
+        other => other.into(),
+    })?;
+    if read_marker(backend.as_ref()).await?.is_none() {
+        return Err(StoreError::NotARepository { location });
+    }
+    let mut slots: Vec<String> = backend
+        .list(KEYS_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(KEYS_PREFIX).map(str::to_string))
+        .collect();
+    slots.sort();
+    if slots.is_empty() {
+        return Err(StoreError::NoKeySlots { location });
+    }
+    let mut damaged = Vec::new();
+    for slot_id in &slots {
+        let stored = backend.get(&slot_key(slot_id)).await?;
+        let (id, pass) = (slot_id.clone(), passphrase.to_string());
+        let opened = tokio::task::spawn_blocking(move || {
+            let parsed: StoredSlot =
+                serde_json::from_slice(&stored).map_err(|e| KeySlotError::Damaged {
+                    slot: id.clone(),
+                    detail: e.to_string(),
+                })?;
+            let slot_bytes = serde_json::to_vec(&parsed.slot).expect("slot serialises");
+            keyslot::open_slot(&id, &slot_bytes, pass.as_bytes())
+        })
+        .await
+        .expect("key derivation task panicked");
+        match opened {
+            Ok((master, _)) => {
+                let keys = RepoKeys::derive(&master);
+                let config = Repository::load_config(backend.as_ref(), &keys).await?;
+                return Repository::assemble(backend, master, slot_id.clone(), config, cache_dir);
+            }
+            Err(KeySlotError::WrongPassphrase { .. }) => {}
+            Err(e @ KeySlotError::Damaged { .. }) => {
+                tracing::warn!("{e}");
+                damaged.push(e.to_string());
+            }
+        }
+    }
+    if damaged.len() == slots.len() {
+        return Err(StoreError::corrupt(KEYS_PREFIX, damaged.join("; ")));
+    }
+    Err(StoreError::WrongPassphrase {
+        location,
+        slots: slots.len(),
+    })
+}
+
+impl Repository {
+    /// Adds a key slot for `passphrase`; returns its id.
+    pub async fn add_key(&self, passphrase: &str, kdf: KdfParams) -> StoreResult<String> {
+        write_slot(
+            self.backend().as_ref(),
+            self.master(),
+            passphrase.to_string(),
+            kdf,
+        )
+        .await
+    }
+
+    pub async fn list_keys(&self) -> StoreResult<Vec<KeyListing>> {
+        let mut out = Vec::new();
+        for obj in self.backend().list(KEYS_PREFIX).await? {
+            let Some(id) = obj.key.strip_prefix(KEYS_PREFIX) else {
+                continue;
+            };
+            let stored: StoredSlot = serde_json::from_slice(&self.backend().get(&obj.key).await?)
+                .map_err(|e| StoreError::corrupt(&obj.key, e))?;
+            let label = B64
+                .decode(&stored.label)
+                .ok()
+                .and_then(|sealed| self.keys().open(label_aad(id).as_bytes(), &sealed).ok())
+                .and_then(|plain| serde_json::from_slice::<SlotLabel>(&plain).ok())
+                .ok_or_else(|| StoreError::corrupt(&obj.key, "slot label does not decrypt"))?;
+            out.push(KeyListing {
+                id: id.to_string(),
+                created: label.created,
+                host: label.host,
+                current: id == self.slot_id(),
+            });
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Removes a key slot. Refuses the last slot and the one this session is using,
+    /// so no single command can lock everyone out.
+    pub async fn remove_key(&self, id: &str) -> StoreResult<()> {
+        let keys = self.list_keys().await?;
+        let refuse = |detail: String| StoreError::Invalid {
+            what: "key removal".into(),
+            detail,
+        };
+        if !keys.iter().any(|k| k.id == id) {
+            return Err(StoreError::NotFound(format!(
+                "no key slot {id}; see `lifeboat key list`"
+            )));
+        }
+        if keys.len() == 1 {
+            return Err(refuse("it is the only key slot; add another first".into()));
+        }
+        if id == self.slot_id() {
+            return Err(refuse(format!(
+                "slot {id} is the one this command was unlocked with; unlock with another passphrase to remove it"
+            )));
+        }
+        Ok(self.backend().delete(&slot_key(id)).await?)
+    }
+}

@@ -1,0 +1,23 @@
+//! Lifeboat's repository: the on-storage format, encryption, storage backends and the
+//! local SQLite catalog.
+//!
+//! This crate knows nothing about VMs or schedules. It stores chunks (deduplicated,
+//! compressed, encrypted, packed) and snapshot manifests that list them, and reads them
+//! back verified. `backup`, `restore` and the CLI are built on [`Repository`].
+
+pub mod backend;
+pub mod catalog;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod keys;
+pub mod keyslot;
+pub mod progress;
+pub mod repo;
+
+pub use backend::{Backend, BackendError, RepoAddress};
+pub use crypto::{ChunkId, RepoKeys};
+pub use error::{StoreError, StoreResult};
+pub use keys::{InitOptions, init_repository, open_repository};
+pub use progress::Progress;
+pub use repo::{Repository, SnapshotSummary, SyncReport, default_cache_dir};

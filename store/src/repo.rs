@@ -1,0 +1,442 @@
+//! An open repository: backend + keys + config + catalog, and the operations every
+//! command is built from (upload a pack, write an index, commit a manifest, read back).
+//!
+//! Write order is what makes crashes harmless: packs first, then the index objects
+//! that list them, then the manifest. An interruption at any point leaves at worst
+//! unreferenced packs or index entries — wasted space, never a snapshot with holes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use std::collections::HashSet;
+
+use futures::StreamExt;
+
+use crate::backend::Backend;
+use crate::catalog::Catalog;
+use crate::crypto::{ChunkId, MasterKey, RepoKeys};
+use crate::error::{StoreError, StoreResult};
+use crate::format::config::RepoConfig;
+use crate::format::index::{IndexedPack, decode_index, encode_index};
+use crate::format::manifest::{Manifest, SnapshotMeta};
+use crate::format::pack::FinishedPack;
+use crate::format::{self, CONFIG_KEY, INDEX_PREFIX, MARKER_KEY, Marker, SNAPSHOTS_PREFIX};
+
+/// How many objects the catalog sync fetches at once.
+const SYNC_CONCURRENCY: usize = 16;
+
+/// A snapshot as listed by `snapshots`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotSummary {
+    pub id: String,
+    #[serde(flatten)]
+    pub meta: SnapshotMeta,
+}
+
+impl SnapshotSummary {
+    pub fn short_id(&self) -> &str {
+        &self.id[..8]
+    }
+}
+
+/// Objects the catalog sync could not use.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SyncReport {
+    /// `(object key, what is wrong)`.
+    pub damaged: Vec<(String, String)>,
+}
+
+impl SyncReport {
+    /// Records a damaged or vanished object; other errors (network, catalog) abort.
+    fn note(&mut self, key: String, result: StoreResult<()>) -> StoreResult<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e @ StoreError::Corrupt { .. }) | Err(e @ StoreError::UnsupportedFormat { .. }) => {
+                tracing::warn!("skipping {key}: {e}");
+                self.damaged.push((key, e.to_string()));
+                Ok(())
+            }
+            Err(StoreError::Backend(e)) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: RepoKeys,
+    master: MasterKey,
+    /// The key slot the passphrase opened (for `init`, the slot it created).
+    slot_id: String,
+    config: RepoConfig,
+    catalog: Arc<Catalog>,
+    /// Serialises index flushes of one process, so two flushes never list the same
+    /// pending packs twice.
+    index_flush: tokio::sync::Mutex<()>,
+}
+
+/// Where catalogs live unless `--cache-dir` / `LIFEBOAT_CACHE_DIR` says otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("lifeboat");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache/lifeboat"),
+        None => PathBuf::from("/var/cache/lifeboat"),
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    // Millisecond precision: two backups in one second must still sort.
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond())
+        .expect("milliseconds of a valid time are valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formatting of the current time cannot fail")
+}
+
+pub(crate) fn hostname() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Reads the marker; distinguishes "nothing here" from "newer format".
+pub(crate) async fn read_marker(backend: &dyn Backend) -> StoreResult<Option<Marker>> {
+    match backend.get(MARKER_KEY).await {
+        Ok(bytes) => {
+            let marker: Marker =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(MARKER_KEY, e))?;
+            if marker.format != Marker::FORMAT_NAME {
+                return Err(StoreError::corrupt(
+                    MARKER_KEY,
+                    "not a Lifeboat repository marker",
+                ));
+            }
+            if marker.version > format::FORMAT_VERSION {
+                return Err(StoreError::UnsupportedFormat {
+                    found: marker.version,
+                    supported: format::FORMAT_VERSION,
+                });
+            }
+            Ok(Some(marker))
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Repository {
+    /// Assembles an unlocked repository; used by `init` and `open` in [`crate::keys`].
+    pub(crate) fn assemble(
+        backend: Arc<dyn Backend>,
+        master: MasterKey,
+        slot_id: String,
+        config: RepoConfig,
+        cache_dir: &Path,
+    ) -> StoreResult<Self> {
+        let catalog = Catalog::open(&cache_dir.join(format!("{}.sqlite", config.id)))?;
+        Ok(Self {
+            backend,
+            keys: RepoKeys::derive(&master),
+            master,
+            slot_id,
+            config,
+            catalog: Arc::new(catalog),
+            index_flush: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn keys(&self) -> &RepoKeys {
+        &self.keys
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The key slot this session was unlocked with.
+    pub fn slot_id(&self) -> &str {
+        &self.slot_id
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Runs blocking catalog work off the async threads.
+    pub async fn with_catalog<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Catalog) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let catalog = self.catalog.clone();
+        tokio::task::spawn_blocking(move || f(&catalog))
+            .await
+            .expect("catalog task panicked")
+    }
+
+    /// Reads and opens a sealed object whose associated data is its key.
+    pub async fn get_sealed(&self, key: &str) -> StoreResult<Vec<u8>> {
+        let sealed = self.backend.get(key).await?;
+        self.keys
+            .open(key.as_bytes(), &sealed)
+            .map_err(|e| StoreError::corrupt(key, e))
+    }
+
+    pub(crate) async fn put_sealed(&self, key: &str, plain: &[u8]) -> StoreResult<()> {
+        let sealed = self.keys.seal(key.as_bytes(), plain);
+        Ok(self.backend.put_if_absent(key, Bytes::from(sealed)).await?)
+    }
+
+    pub(crate) async fn load_config(
+        backend: &dyn Backend,
+        keys: &RepoKeys,
+    ) -> StoreResult<RepoConfig> {
+        let sealed = backend.get(CONFIG_KEY).await?;
+        let plain = keys
+            .open(CONFIG_KEY.as_bytes(), &sealed)
+            .map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
+        let config: RepoConfig =
+            serde_json::from_slice(&plain).map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
+        if config.version > format::FORMAT_VERSION {
+            return Err(StoreError::UnsupportedFormat {
+                found: config.version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
+        Ok(config)
+    }
+
+    /// Uploads a finished pack, then records its chunks in the catalog as pending.
+    pub async fn upload_pack(&self, pack: FinishedPack) -> StoreResult<()> {
+        let key = format::pack_key(&pack.id);
+        self.backend.put(&key, Bytes::from(pack.bytes)).await?;
+        let (id, entries) = (pack.id, pack.entries);
+        self.with_catalog(move |c| c.add_pending_pack(&id, &entries))
+            .await
+    }
+
+    /// Writes one index object covering every pending pack; returns its id, or `None`
+    /// when nothing was pending.
+    pub async fn flush_index(&self) -> StoreResult<Option<ChunkId>> {
+        let _serialised = self.index_flush.lock().await;
+        let pending = self.with_catalog(|c| c.pending_packs()).await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let id = ChunkId::random();
+        let key = format::index_key(&id);
+        self.put_sealed(&key, &encode_index(&pending)).await?;
+        self.with_catalog(move |c| c.add_index_object(&key, &pending))
+            .await?;
+        Ok(Some(id))
+    }
+
+    /// Commits a snapshot. Callers must have uploaded and indexed all its chunks first.
+    pub async fn commit_snapshot(&self, manifest: &Manifest) -> StoreResult<SnapshotSummary> {
+        let id = ChunkId::random();
+        self.put_sealed(&format::snapshot_key(&id), &manifest.encode())
+            .await?;
+        let summary = SnapshotSummary {
+            id: id.to_hex(),
+            meta: manifest.meta.clone(),
+        };
+        self.record_snapshot(&summary).await?;
+        Ok(summary)
+    }
+
+    async fn record_snapshot(&self, s: &SnapshotSummary) -> StoreResult<()> {
+        let meta = serde_json::to_string(&s.meta).expect("snapshot metadata serialises");
+        let (id, vm, disk, time) = (
+            s.id.clone(),
+            s.meta.vm.clone(),
+            s.meta.disk.clone(),
+            s.meta.time.clone(),
+        );
+        self.with_catalog(move |c| c.add_snapshot(&id, &vm, &disk, &time, &meta))
+            .await
+    }
+
+    pub async fn read_manifest(&self, id: &str) -> StoreResult<Manifest> {
+        let parsed: ChunkId = id.parse().map_err(|_| StoreError::Invalid {
+            what: "snapshot id".into(),
+            detail: format!("{id:?} is not a full snapshot id"),
+        })?;
+        let key = format::snapshot_key(&parsed);
+        let plain = self.get_sealed(&key).await?;
+        Manifest::decode(&plain).map_err(|e| StoreError::decode(&key, e))
+    }
+
+    pub async fn read_index_object(&self, key: &str) -> StoreResult<Vec<IndexedPack>> {
+        let plain = self.get_sealed(key).await?;
+        decode_index(&plain).map_err(|e| StoreError::decode(key, e))
+    }
+
+    /// Brings the catalog up to date with the repository's index objects and
+    /// manifests. Cheap when nothing changed: two LISTs. Damaged objects are skipped
+    /// (and reported), so one bad object does not stop restores of everything else.
+    pub async fn sync_catalog(&self) -> StoreResult<SyncReport> {
+        let listed: Vec<String> = self
+            .backend
+            .list(INDEX_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|o| format::id_from_key(&o.key).is_some())
+            .map(|o| o.key)
+            .collect();
+        let known = self.with_catalog(|c| c.index_objects()).await?;
+        let listed_set: HashSet<&String> = listed.iter().collect();
+        let mut known_set: HashSet<String> = known.iter().cloned().collect();
+        if known.iter().any(|k| !listed_set.contains(k)) {
+            // Index objects disappeared (prune, repair): start over from what exists.
+            self.with_catalog(|c| c.reset_index()).await?;
+            known_set.clear();
+        }
+        let missing = listed.into_iter().filter(|k| !known_set.contains(k));
+        let mut report = SyncReport::default();
+        let results: Vec<(String, StoreResult<()>)> =
+            futures::stream::iter(missing.map(|key| async move {
+                let result = async {
+                    let packs = self.read_index_object(&key).await?;
+                    let name = key.clone();
+                    self.with_catalog(move |c| c.add_index_object(&name, &packs))
+                        .await
+                }
+                .await;
+                (key, result)
+            }))
+            .buffer_unordered(SYNC_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, result) in results {
+            report.note(key, result)?;
+        }
+        self.sync_snapshots(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn sync_snapshots(&self, report: &mut SyncReport) -> StoreResult<()> {
+        let listed: HashSet<String> = self
+            .backend
+            .list(SNAPSHOTS_PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|o| format::id_from_key(&o.key).map(|id| id.to_hex()))
+            .collect();
+        let known = self.with_catalog(|c| c.snapshots()).await?;
+        for (id, _) in &known {
+            if !listed.contains(id) {
+                let id = id.clone();
+                self.with_catalog(move |c| c.remove_snapshot(&id)).await?;
+            }
+        }
+        let known: HashSet<String> = known.into_iter().map(|(id, _)| id).collect();
+        let new = listed.iter().filter(|id| !known.contains(*id));
+        let results: Vec<(String, StoreResult<()>)> =
+            futures::stream::iter(new.map(|id| async move {
+                let result = async {
+                    let manifest = self.read_manifest(id).await?;
+                    self.record_snapshot(&SnapshotSummary {
+                        id: id.clone(),
+                        meta: manifest.meta,
+                    })
+                    .await
+                }
+                .await;
+                (format!("{SNAPSHOTS_PREFIX}{id}"), result)
+            }))
+            .buffer_unordered(SYNC_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, result) in results {
+            report.note(key, result)?;
+        }
+        Ok(())
+    }
+
+    /// Every snapshot in the catalog (call [`Self::sync_catalog`] first), oldest first.
+    pub async fn snapshots(&self) -> StoreResult<Vec<SnapshotSummary>> {
+        let rows = self.with_catalog(|c| c.snapshots()).await?;
+        rows.into_iter()
+            .map(|(id, meta)| {
+                let meta = serde_json::from_str(&meta).map_err(|e| StoreError::Invalid {
+                    what: "catalog snapshot row".into(),
+                    detail: e.to_string(),
+                })?;
+                Ok(SnapshotSummary { id, meta })
+            })
+            .collect()
+    }
+
+    /// Resolves `latest` or an id prefix, optionally filtered by VM and disk.
+    pub async fn find_snapshot(
+        &self,
+        spec: &str,
+        vm: Option<&str>,
+        disk: Option<&str>,
+    ) -> StoreResult<SnapshotSummary> {
+        let all = self.snapshots().await?;
+        let matching: Vec<SnapshotSummary> = all
+            .into_iter()
+            .filter(|s| vm.is_none_or(|v| s.meta.vm == v))
+            .filter(|s| disk.is_none_or(|d| s.meta.disk == d))
+            .filter(|s| spec == "latest" || s.id.starts_with(spec))
+            .collect();
+        let filters = match (vm, disk) {
+            (None, None) => String::new(),
+            _ => format!(
+                " (vm {}, disk {})",
+                vm.unwrap_or("any"),
+                disk.unwrap_or("any")
+            ),
+        };
+        if spec == "latest" {
+            let disks: std::collections::BTreeSet<(&str, &str)> = matching
+                .iter()
+                .map(|s| (s.meta.vm.as_str(), s.meta.disk.as_str()))
+                .collect();
+            if disks.len() > 1 {
+                let names: Vec<String> = disks.iter().map(|(v, d)| format!("{v}/{d}")).collect();
+                return Err(StoreError::Invalid {
+                    what: "snapshot selection".into(),
+                    detail: format!(
+                        "`latest` is ambiguous{filters}: several disks match ({}); add --vm and --disk",
+                        names.join(", ")
+                    ),
+                });
+            }
+            return matching
+                .into_iter()
+                .max_by(|a, b| a.meta.time.cmp(&b.meta.time))
+                .ok_or_else(|| StoreError::NotFound(format!("no snapshots{filters}")));
+        }
+        match matching.len() {
+            0 => Err(StoreError::NotFound(format!(
+                "no snapshot {spec}{filters}; list them with `lifeboat snapshots`"
+            ))),
+            1 => Ok(matching.into_iter().next().expect("one element")),
+            n => Err(StoreError::Invalid {
+                what: "snapshot id".into(),
+                detail: format!("prefix {spec} matches {n} snapshots; give more digits"),
+            }),
+        }
+    }
+}
