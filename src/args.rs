@@ -31,9 +31,6 @@ pub struct GlobalArgs {
     /// No progress bars or informational messages
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Accept invalid TLS certificates from an https endpoint (dangerous; for tests only)
-    #[arg(long, global = true)]
-    pub insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]

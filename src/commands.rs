@@ -41,18 +41,7 @@ async fn backend(g: &GlobalArgs) -> Result<(Arc<dyn Backend>, RepoAddress)> {
         bail!("no repository given: pass -r/--repo or set LIFEBOAT_REPO");
     };
     let address = RepoAddress::parse(repo)?;
-    if g.insecure {
-        eprintln!(
-            "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can read and alter backups"
-        );
-    }
-    let backend = open_backend(
-        &address,
-        &BackendOptions {
-            insecure_tls: g.insecure,
-        },
-    )
-    .await?;
+    let backend = open_backend(&address, &BackendOptions::default()).await?;
     Ok((backend, address))
 }
 
@@ -194,8 +183,8 @@ async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<21} {:<16} {:<12} {:>11}  {}",
-        "ID", "TIME", "VM", "DISK", "SIZE", "HOST"
+        "{:<10} {:<21} {:<16} {:<12} {:>11}  HOST",
+        "ID", "TIME", "VM", "DISK", "SIZE"
     );
     for s in &list {
         println!(

@@ -8,6 +8,7 @@ use std::time::Instant;
 use lifeboat_store::format::blob::seal_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::PackBuilder;
+use lifeboat_store::repo::{hostname, now_rfc3339};
 use lifeboat_store::{ChunkId, Repository};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -99,9 +100,7 @@ pub async fn run_backup(
             source: req.image.display().to_string(),
             size: disk_size,
             time,
-            host: hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: hostname(),
             tags: req.tags.clone(),
             parent: None,
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -121,15 +120,6 @@ pub async fn run_backup(
         packs,
         duration_secs: started.elapsed().as_secs_f64(),
     })
-}
-
-fn now_rfc3339() -> String {
-    // Millisecond precision: two backups in one second must still sort.
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_millisecond(now.millisecond())
-        .expect("milliseconds of a valid time are valid")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339 formatting of the current time cannot fail")
 }
 
 /// Reader stage: walks data ranges, feeds the segmenter, hands pieces to the workers.

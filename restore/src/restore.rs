@@ -185,8 +185,19 @@ pub async fn restore_snapshot(
     })
 }
 
+/// Why one range could not be restored.
+enum RangeError {
+    /// Storage failed (network, throttling): the data may be fine; retrying may help.
+    Storage(lifeboat_store::BackendError),
+    /// The data is missing or fails verification at this disk offset.
+    Damaged(u64, String),
+    /// Writing the target failed.
+    Target(std::io::Error),
+}
+
 /// Fetches every range, verifies its chunks and writes them; returns
-/// `(bytes written, bytes fetched)`.
+/// `(bytes written, bytes fetched)`. Fetch, decrypt and write of one range form one
+/// task, so `concurrency` ranges are in flight through every stage at once.
 async fn write_all(
     repo: &Arc<Repository>,
     manifest: &Manifest,
@@ -198,59 +209,20 @@ async fn write_all(
 ) -> Result<(u64, u64), RestoreError> {
     let mut stream = futures::stream::iter(ranges.iter().cloned().map(|range| {
         let (repo, target, progress) = (repo.clone(), target.clone(), progress.clone());
-        async move {
-            let key = format::pack_key(&range.pack);
-            let fetched = repo
-                .backend()
-                .get_range(&key, range.start, range.end - range.start)
-                .await;
-            (range, key, fetched, repo, target, progress)
-        }
+        async move { restore_range(repo, range, target, progress).await }
     }))
     .buffer_unordered(concurrency.max(1));
     let (mut written, mut fetched_total) = (0u64, 0u64);
-    while let Some((range, key, fetched, repo, target, progress)) = stream.next().await {
-        let first_offset = range
-            .needs
-            .iter()
-            .flat_map(|n| n.disk_offsets.first())
-            .copied()
-            .min()
-            .unwrap_or(0);
-        let bytes = fetched.map_err(|e| damaged(first_offset, format!("reading {key}: {e}")))?;
-        fetched_total += bytes.len() as u64;
-        let outcome = tokio::task::spawn_blocking(move || -> Result<u64, (u64, String)> {
-            let mut written = 0;
-            for need in &range.needs {
-                let at = (need.blob_offset - range.start) as usize;
-                let Some(blob) = bytes.get(at..at + need.blob_len as usize) else {
-                    return Err((
-                        need.disk_offsets[0],
-                        format!("{key} is truncated (chunk {:?} missing)", need.id),
-                    ));
-                };
-                let data = open_chunk(repo.keys(), &need.id, blob).map_err(|e| {
-                    (
-                        need.disk_offsets[0],
-                        format!("chunk {:?} in {key}: {e}", need.id),
-                    )
-                })?;
-                for &off in &need.disk_offsets {
-                    target.file.write_all_at(&data, off).map_err(|e| {
-                        (
-                            off,
-                            format!("writing {}: {e}", target.written_path.display()),
-                        )
-                    })?;
-                    written += data.len() as u64;
-                    progress.add(data.len() as u64);
-                }
+    while let Some(outcome) = stream.next().await {
+        match outcome {
+            Ok((w, f)) => {
+                written += w;
+                fetched_total += f;
             }
-            Ok(written)
-        })
-        .await
-        .expect("restore writer panicked");
-        written += outcome.map_err(|(off, detail)| damaged(off, detail))?;
+            Err(RangeError::Storage(e)) => return Err(RestoreError::Store(e.into())),
+            Err(RangeError::Damaged(offset, detail)) => return Err(damaged(offset, detail)),
+            Err(RangeError::Target(e)) => return Err(target_err(&target.written_path, e)),
+        }
     }
     if target.is_device {
         write_device_zeros(manifest, target)?;
@@ -263,6 +235,65 @@ async fn write_all(
         .sum();
     progress.add(zeros);
     Ok((written, fetched_total))
+}
+
+/// Restores one range: ranged GET, then verify and write each chunk off the async threads.
+async fn restore_range(
+    repo: Arc<Repository>,
+    range: FetchRange,
+    target: Arc<Target>,
+    progress: Arc<Progress>,
+) -> Result<(u64, u64), RangeError> {
+    let key = format::pack_key(&range.pack);
+    let first_offset = range
+        .needs
+        .iter()
+        .flat_map(|n| n.disk_offsets.first())
+        .copied()
+        .min()
+        .unwrap_or(0);
+    let bytes = match repo
+        .backend()
+        .get_range(&key, range.start, range.end - range.start)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(RangeError::Damaged(
+                first_offset,
+                format!("{key} is missing"),
+            ));
+        }
+        Err(e) => return Err(RangeError::Storage(e)),
+    };
+    let fetched = bytes.len() as u64;
+    tokio::task::spawn_blocking(move || {
+        let mut written = 0;
+        for need in &range.needs {
+            let at = (need.blob_offset - range.start) as usize;
+            let Some(blob) = bytes.get(at..at + need.blob_len as usize) else {
+                let detail = format!("{key} is truncated (chunk {:?} missing)", need.id);
+                return Err(RangeError::Damaged(need.disk_offsets[0], detail));
+            };
+            let data = open_chunk(repo.keys(), &need.id, blob).map_err(|e| {
+                RangeError::Damaged(
+                    need.disk_offsets[0],
+                    format!("chunk {:?} in {key}: {e}", need.id),
+                )
+            })?;
+            for &off in &need.disk_offsets {
+                target
+                    .file
+                    .write_all_at(&data, off)
+                    .map_err(RangeError::Target)?;
+                written += data.len() as u64;
+                progress.add(data.len() as u64);
+            }
+        }
+        Ok((written, fetched))
+    })
+    .await
+    .expect("restore writer panicked")
 }
 
 /// Block devices keep old contents in "holes": zero runs must be written out.

@@ -208,8 +208,7 @@ impl Catalog {
     pub fn index_objects(&self) -> StoreResult<Vec<String>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT id FROM index_objects")?;
-            let names = stmt.query_map([], |r| r.get(0))?.collect();
-            names
+            stmt.query_map([], |r| r.get(0))?.collect()
         })
     }
 
@@ -262,10 +261,7 @@ impl Catalog {
     pub fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT id, meta FROM snapshots ORDER BY time, id")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect();
-            rows
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
         })
     }
 }

@@ -20,6 +20,10 @@ use crate::format::{CONFIG_KEY, FORMAT_VERSION, KEYS_PREFIX, MARKER_KEY, Marker}
 use crate::keyslot::{self, DEFAULT_KDF, KdfParams, KeySlot, KeySlotError};
 use crate::repo::{Repository, hostname, now_rfc3339, read_marker};
 
+/// Packs smaller than this make too many requests; larger ones cost memory per upload.
+pub const MIN_PACK_SIZE: u32 = 512 * 1024;
+pub const MAX_PACK_SIZE: u32 = 256 * 1024 * 1024;
+
 /// Parameters fixed when a repository is created.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -146,6 +150,15 @@ pub async fn init_repository(
             detail: format!("{} is outside zstd's 1..=22", options.compression_level),
         });
     }
+    if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&options.pack_size) {
+        return Err(StoreError::Invalid {
+            what: "pack size".into(),
+            detail: format!(
+                "{} bytes is outside {MIN_PACK_SIZE}..={MAX_PACK_SIZE} (16-32 MiB suits S3)",
+                options.pack_size
+            ),
+        });
+    }
     if options.create_container {
         backend.create_container().await?;
     }
@@ -156,10 +169,14 @@ pub async fn init_repository(
         )),
         other => other.into(),
     })?;
-    if read_marker(backend.as_ref()).await?.is_some()
-        || !backend.list(KEYS_PREFIX).await?.is_empty()
-    {
+    if read_marker(backend.as_ref()).await?.is_some() {
         return Err(StoreError::AlreadyInitialized { location });
+    }
+    // Key slots without a marker are what an interrupted `init` leaves; they wrap a
+    // master key nothing was ever written with. Clear them so the new slot is the only one.
+    for leftover in backend.list(KEYS_PREFIX).await? {
+        tracing::info!("removing {} left by an interrupted init", leftover.key);
+        backend.delete(&leftover.key).await?;
     }
     let master = MasterKey::generate();
     let keys = RepoKeys::derive(&master);
@@ -175,7 +192,7 @@ pub async fn init_repository(
         pack_size: options.pack_size,
     };
     // Order: key slot and config first, the marker last — a repository without its
-    // marker is "not initialised" and `init` can simply be run again.
+    // marker is "not initialised", and `init` can be run again (it clears leftover slots).
     let slot_id = write_slot(
         backend.as_ref(),
         &master,

@@ -88,16 +88,20 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    // Millisecond precision: two backups in one second must still sort.
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_millisecond(now.millisecond())
-        .expect("milliseconds of a valid time are valid")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339 formatting of the current time cannot fail")
+/// The current UTC time as RFC 3339 with exactly three fraction digits: snapshot times
+/// are compared as strings, so every one must have the same shape to sort correctly
+/// (two backups in one second included).
+pub fn now_rfc3339() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .expect("formatting the current time cannot fail")
 }
 
-pub(crate) fn hostname() -> String {
+/// This machine's name, recorded in snapshots and key slots.
+pub fn hostname() -> String {
     hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
@@ -137,7 +141,11 @@ impl Repository {
         config: RepoConfig,
         cache_dir: &Path,
     ) -> StoreResult<Self> {
-        let catalog = Catalog::open(&cache_dir.join(format!("{}.sqlite", config.id)))?;
+        // Named by id *and* location: a byte-for-byte copy of a repository (same id)
+        // must not share pending entries that only exist in the original.
+        let location = blake3::hash(backend.location().as_bytes()).to_hex();
+        let file = format!("{}-{}.sqlite", config.id, &location[..16]);
+        let catalog = Catalog::open(&cache_dir.join(file))?;
         Ok(Self {
             backend,
             keys: RepoKeys::derive(&master),

@@ -87,10 +87,36 @@ impl RepoAddress {
 }
 
 /// Options that apply to network backends.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BackendOptions {
     /// Accept invalid TLS certificates (explicit `--insecure` only).
     pub insecure_tls: bool,
+    /// Explicit S3 credentials; `None` uses the standard AWS chain (environment,
+    /// profile, instance metadata). For callers that read credentials from their own
+    /// configuration rather than the process environment.
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticCredentials({}, <secret>)", self.access_key_id)
+    }
+}
+
+impl std::fmt::Debug for BackendOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendOptions")
+            .field("insecure_tls", &self.insecure_tls)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 pub async fn open_backend(

@@ -14,13 +14,14 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
+use aws_smithy_types::retry::ErrorKind;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
@@ -31,7 +32,8 @@ use super::{Backend, BackendError, BackendResult, ObjectInfo};
 /// one slow 64 MiB request already needs most of [`ATTEMPT_TIMEOUT`] on a modest uplink.
 const SINGLE_PUT_MAX: usize = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
-/// Enough parallelism to fill a long fat pipe without holding many parts' retries at once.
+/// Enough parallelism to fill a long fat pipe; more would split a modest uplink so thinly
+/// that each part risks running into [`ATTEMPT_TIMEOUT`].
 const PARTS_IN_FLIGHT: usize = 4;
 
 const MAX_ATTEMPTS: u32 = 8;
@@ -39,8 +41,9 @@ const MAX_ATTEMPTS: u32 = 8;
 /// give up after at most ~27 s of sleeping instead of the SDK default of over a minute.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per attempt, not per operation, so a large upload is not cut off after retries; the
-/// SDK's stalled-stream protection catches bodies that stop moving much sooner.
+/// Per attempt, not per operation, so retries of a large upload each get the full time.
+/// It does not cover reading a GetObject body; the SDK's stalled-stream protection (on by
+/// default) fails transfers that stop moving.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `check_reachable` is what a user with a mistyped or firewalled endpoint hits first;
 /// bound it even when every attempt burns the full connect timeout.
@@ -66,6 +69,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalError",
     "ServiceUnavailable",
     "OperationAborted",
+    // The multipart upload vanished under us (aborted elsewhere); a fresh put can succeed.
+    "NoSuchUpload",
 ];
 
 /// A repository stored in an S3 bucket, under an optional key prefix.
@@ -92,7 +97,8 @@ impl fmt::Debug for S3Backend {
 }
 
 impl S3Backend {
-    /// Builds a client from the address and the standard AWS configuration chain.
+    /// Builds a client from the address and the standard AWS configuration chain (or the
+    /// explicit keys in `options`).
     /// Makes no request to the bucket; see [`Backend::check_reachable`].
     pub async fn connect(
         addr: &S3Address,
@@ -120,12 +126,16 @@ impl S3Backend {
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .build();
-        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region_chain)
             .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+            .timeout_config(timeouts);
+        if let Some(keys) = &options.credentials {
+            let (id, secret) = (&keys.access_key_id, &keys.secret_access_key);
+            loader =
+                loader.credentials_provider(Credentials::new(id, secret, None, None, "lifeboat"));
+        }
+        let sdk_config = loader.load().await;
 
         // Resolved here rather than left to the SDK because a custom endpoint also decides
         // the addressing style below. AWS_ENDPOINT_URL_S3 beats AWS_ENDPOINT_URL as in the SDK.
@@ -165,7 +175,9 @@ impl S3Backend {
     }
 
     fn what(&self, op: &str, key: &str) -> String {
-        format!("S3 {op} s3://{}/{}", self.bucket, self.object_key(key))
+        let parts = [self.bucket.as_str(), self.prefix.as_str(), key];
+        let path: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        format!("S3 {op} s3://{}", path.join("/"))
     }
 
     fn endpoint_label(&self) -> String {
@@ -181,22 +193,22 @@ impl S3Backend {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let what = self.what(op, key);
-        let context = DisplayErrorContext(&err).to_string();
+        let detail = describe(&err);
+        let network = match &err {
+            SdkError::TimeoutError(_) => true,
+            SdkError::DispatchFailure(f) => {
+                f.is_io() || f.is_timeout() || f.as_other() == Some(ErrorKind::TransientError)
+            }
+            _ => false,
+        };
         match &err {
+            _ if network => return BackendError::Unreachable { what, detail },
             SdkError::ServiceError(_) => {}
-            SdkError::DispatchFailure(failure) if failure.is_user() => {
-                return io(what, context, false);
-            }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-                return BackendError::Unreachable {
-                    what,
-                    detail: context,
-                };
-            }
             // An answer that could not be read or parsed, e.g. cut off mid-body.
-            SdkError::ResponseError(_) => return io(what, context, true),
-            // The request could not even be built: repeating it cannot help.
-            _ => return io(what, context, false),
+            SdkError::ResponseError(_) => return io(what, detail, true),
+            // Never sent: the request could not be built, or no credentials were found
+            // (which the SDK reports as a dispatch failure). Repeating it cannot help.
+            _ => return io(what, detail, false),
         }
 
         let status = status(&err).unwrap_or(0);
@@ -210,7 +222,8 @@ impl S3Backend {
         if code == "NoSuchBucket" {
             return self.no_such_bucket();
         }
-        if matches!(code, "NoSuchKey" | "NotFound") || status == 404 {
+        // Other 404 codes (NoSuchUpload, …) are about something else than the object.
+        if code == "NoSuchKey" || (status == 404 && matches!(code, "" | "NotFound")) {
             return BackendError::NotFound { key: key.into() };
         }
         if DENIED_CODES.contains(&code) || matches!(status, 401 | 403) {
@@ -218,11 +231,9 @@ impl S3Backend {
         }
         // AWS names a bucket's real region in a header but does not follow it for us.
         let raw = err.raw_response();
-        if let Some(r) = raw.and_then(|r| r.headers().get("x-amz-bucket-region")) {
-            let _ = write!(
-                detail,
-                "; the bucket is in region {r}: add ?region={r} to the address"
-            );
+        let real_region = raw.and_then(|r| r.headers().get("x-amz-bucket-region"));
+        if let Some(r) = real_region.filter(|r| *r != self.region) {
+            let _ = write!(detail, "; the bucket is in region {r}: add ?region={r}");
         }
         let retryable = TRANSIENT_CODES.contains(&code) || status == 429 || status >= 500;
         io(what, detail, retryable)
@@ -239,11 +250,10 @@ impl S3Backend {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let lost_race = status(&err) == Some(412)
-            || matches!(
-                err.code(),
-                Some("PreconditionFailed" | "ConditionalRequestConflict")
-            );
+        // 412 PreconditionFailed: the object exists. 409: a concurrent conditional write to
+        // the same key is in flight, and whichever wins, ours will not be the one stored.
+        let lost_race =
+            status(&err) == Some(412) || err.code() == Some("ConditionalRequestConflict");
         if if_absent && lost_race {
             return BackendError::AlreadyExists { key: key.into() };
         }
@@ -264,7 +274,7 @@ impl S3Backend {
             .await
             .map(AggregatedBytes::into_bytes)
             .map_err(|e| {
-                let detail = format!("reading the body failed: {}", DisplayErrorContext(&e));
+                let detail = format!("reading the body failed: {}", describe(&e));
                 io(self.what(op, key), detail, true)
             })
     }
@@ -315,7 +325,7 @@ impl S3Backend {
             if let Err(e) = abort {
                 tracing::warn!(
                     object = %object_key,
-                    error = %DisplayErrorContext(&e),
+                    error = %describe(&e),
                     "could not abort a failed multipart upload; its parts stay in the bucket \
                      until a lifecycle rule for incomplete uploads removes them"
                 );
@@ -361,7 +371,8 @@ impl S3Backend {
             .await?;
         // S3 rejects a completion whose part list is not in ascending order.
         parts.sort_by_key(CompletedPart::part_number);
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
@@ -373,9 +384,19 @@ impl S3Backend {
             )
             .set_if_none_match(if_absent.then(|| "*".to_string()))
             .send()
-            .await
-            .map_err(|e| self.put_error(e, "CompleteMultipartUpload", key, if_absent))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            // A 200 the SDK cannot parse that is not an <Error> either: moto names the root
+            // element `…Response` instead of `…Result`. Believe it only if the object is there.
+            Err(e) if status(&e) == Some(200) && e.code().is_none() => {
+                match self.size(key).await? {
+                    Some(size) if size == data.len() as u64 => Ok(()),
+                    _ => Err(self.error(e, "CompleteMultipartUpload", key)),
+                }
+            }
+            Err(e) => Err(self.put_error(e, "CompleteMultipartUpload", key, if_absent)),
+        }
     }
 }
 
@@ -386,6 +407,23 @@ fn io(what: String, detail: impl Into<String>, retryable: bool) -> BackendError 
         detail,
         retryable,
     }
+}
+
+/// `outer: inner: innermost` along the source chain. The SDK's own `DisplayErrorContext`
+/// appends a Debug dump of the whole error, which is unreadable in a terminal.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        // Some wrappers already quote their cause in their own message.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {

@@ -148,7 +148,10 @@ pub fn decode_header(
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
         let e = PackEntry::decode(&mut r)?;
-        if e.offset + u64::from(e.length) > blob_area {
+        if e.offset
+            .checked_add(u64::from(e.length))
+            .is_none_or(|end| end > blob_area)
+        {
             return Err(DecodeError::Invalid {
                 what: "pack header",
                 detail: format!("entry {:?} extends past the blob area", e.id),

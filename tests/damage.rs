@@ -1,0 +1,177 @@
+//! Damaged repositories: every kind of damage gives a clear error naming what it
+//! affects, and restore never writes data it could not verify.
+
+mod support;
+
+use support::disk::mixed_disk;
+use support::{Kind, TestRepo};
+
+struct Damaged {
+    repo: TestRepo,
+    snapshot: String,
+}
+
+/// A repository with one snapshot of `web01/root`.
+fn backed_up(kind: Kind) -> Damaged {
+    let repo = TestRepo::init(kind);
+    let img = repo.path("root.img");
+    mixed_disk(&img, 7);
+    let report = repo.backup("web01", "root", &img);
+    let snapshot = report["snapshot"]["id"].as_str().unwrap()[..8].to_string();
+    Damaged { repo, snapshot }
+}
+
+impl Damaged {
+    fn only(&self, prefix: &str) -> String {
+        let keys = self.repo.keys(prefix);
+        assert!(!keys.is_empty(), "no {prefix} objects");
+        keys[0].clone()
+    }
+
+    /// Restore must fail with `expect` in its message and leave no target behind.
+    fn restore_refuses(&self, expect: &str) {
+        let target = self.repo.path("restored.img");
+        let text = self
+            .repo
+            .fails(&["restore", "latest", target.to_str().unwrap()], 1);
+        assert!(
+            text.contains(expect),
+            "restore error should mention {expect:?}:\n{text}"
+        );
+        assert!(!target.exists(), "no restored image may appear");
+        assert!(
+            !self.repo.path("restored.img.lifeboat-partial").exists(),
+            "no partial file left"
+        );
+    }
+
+    /// Verify must exit 3 and name the snapshot, the disk and an offset.
+    fn verify_names_damage(&self, args: &[&str], object: &str) -> String {
+        let mut all = vec!["verify"];
+        all.extend_from_slice(args);
+        let text = self.repo.fails(&all, 3);
+        assert!(
+            text.contains(object),
+            "verify should name {object}:\n{text}"
+        );
+        assert!(
+            text.contains(&self.snapshot),
+            "verify should name snapshot {}:\n{text}",
+            self.snapshot
+        );
+        assert!(
+            text.contains("web01/root"),
+            "verify should name the disk:\n{text}"
+        );
+        assert!(
+            text.contains("disk offset"),
+            "verify should give offsets:\n{text}"
+        );
+        text
+    }
+}
+
+fn flipped_bit_in_pack(kind: Kind) {
+    let d = backed_up(kind);
+    let pack = d.only("data/");
+    let mut bytes = d.repo.get(&pack);
+    bytes[100] ^= 0x01; // inside the first chunk blob
+    d.repo.put(&pack, bytes);
+    d.restore_refuses("damaged at disk offset");
+    let text = d.verify_names_damage(&["--read-data"], &pack);
+    assert!(
+        text.contains("authentication failed") || text.contains("does not match"),
+        "{text}"
+    );
+}
+
+#[test]
+fn flipped_bit_in_pack_local() {
+    flipped_bit_in_pack(Kind::Local);
+}
+
+#[test]
+fn flipped_bit_in_pack_s3() {
+    flipped_bit_in_pack(Kind::S3);
+}
+
+fn truncated_pack(kind: Kind) {
+    let d = backed_up(kind);
+    let pack = d.only("data/");
+    let bytes = d.repo.get(&pack);
+    d.repo.put(&pack, bytes[..bytes.len() / 2].to_vec());
+    // Found without reading data: the index says the pack is longer.
+    let text = d.verify_names_damage(&[], &pack);
+    assert!(text.contains("truncated"), "{text}");
+    d.restore_refuses("damaged at disk offset");
+}
+
+#[test]
+fn truncated_pack_local() {
+    truncated_pack(Kind::Local);
+}
+
+#[test]
+fn truncated_pack_s3() {
+    truncated_pack(Kind::S3);
+}
+
+fn missing_pack(kind: Kind) {
+    let d = backed_up(kind);
+    let pack = d.only("data/");
+    d.repo.delete(&pack);
+    let text = d.verify_names_damage(&[], &pack);
+    assert!(text.contains("missing"), "{text}");
+    d.restore_refuses("damaged at disk offset");
+}
+
+#[test]
+fn missing_pack_local() {
+    missing_pack(Kind::Local);
+}
+
+#[test]
+fn missing_pack_s3() {
+    missing_pack(Kind::S3);
+}
+
+fn truncated_manifest_and_index(kind: Kind) {
+    let d = backed_up(kind);
+    let manifest = d.only("snapshots/");
+    let bytes = d.repo.get(&manifest);
+    d.repo.put(&manifest, bytes[..bytes.len() - 7].to_vec());
+    let index = d.only("index/");
+    let bytes = d.repo.get(&index);
+    d.repo.put(&index, bytes[..bytes.len() - 1].to_vec());
+    // A host without a cached catalog reads every object: listing warns about the
+    // unreadable ones instead of failing outright.
+    std::fs::remove_dir_all(d.repo.path("cache")).unwrap();
+    let out = d.repo.run(&["snapshots"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&manifest) && stderr.contains(&index),
+        "{stderr}"
+    );
+    let text = d.repo.fails(&["verify"], 3);
+    assert!(text.contains(&manifest) && text.contains(&index), "{text}");
+    assert!(text.contains("authentication failed"), "{text}");
+}
+
+#[test]
+fn truncated_manifest_and_index_local() {
+    truncated_manifest_and_index(Kind::Local);
+}
+
+#[test]
+fn truncated_manifest_and_index_s3() {
+    truncated_manifest_and_index(Kind::S3);
+}
+
+#[test]
+fn missing_index_makes_chunks_unlocatable_not_silently_zero() {
+    let d = backed_up(Kind::Local);
+    d.repo.delete(&d.only("index/"));
+    std::fs::remove_dir_all(d.repo.path("cache")).unwrap();
+    d.restore_refuses("in no index");
+    d.verify_names_damage(&[], "snapshot");
+}
