@@ -175,3 +175,20 @@ fn missing_index_makes_chunks_unlocatable_not_silently_zero() {
     d.restore_refuses("in no index");
     d.verify_names_damage(&[], "snapshot");
 }
+
+#[test]
+fn after_verify_finds_a_lost_pack_the_next_backup_stores_the_data_again() {
+    let d = backed_up(Kind::Local);
+    d.repo.delete(&d.only("data/"));
+    d.repo.fails(&["verify"], 3);
+    let img = d.repo.path("root.img");
+    let again = d.repo.backup("web01", "root", &img);
+    assert!(
+        again["new_chunks"].as_u64().unwrap() > 0,
+        "lost chunks are uploaded again: {again}"
+    );
+    let out = d.repo.path("healed.img");
+    d.repo
+        .restore(again["snapshot"]["id"].as_str().unwrap(), &out);
+    support::assert_same_file(&out, &img);
+}

@@ -149,6 +149,8 @@ pub async fn verify_repository(
     }
 
     // Manifests: each must open; every chunk must be indexed and not known damaged.
+    // Then the catalog forgets the damaged data, so later backups store it afresh rather
+    // than deduplicating new snapshots against data that is gone.
     for obj in repo.backend().list(SNAPSHOTS_PREFIX).await? {
         let Some(id) = format::id_from_key(&obj.key) else {
             continue;
@@ -174,6 +176,13 @@ pub async fn verify_repository(
             }
         }
     }
+    let bad_packs: Vec<ChunkId> = damage.packs.keys().copied().collect();
+    let bad_chunks: Vec<ChunkId> = damage.chunks.keys().copied().collect();
+    repo.with_catalog(move |c| {
+        c.forget_packs(&bad_packs)?;
+        c.forget_chunks(&bad_chunks)
+    })
+    .await?;
     Ok(report)
 }
 

@@ -228,6 +228,29 @@ impl Catalog {
         })
     }
 
+    /// Forgets every chunk stored in `packs` (found missing or damaged), so the next
+    /// backup uploads those chunks again instead of deduplicating against lost data.
+    pub fn forget_packs(&self, packs: &[ChunkId]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for p in packs {
+                tx.execute("DELETE FROM chunks WHERE pack = ?1", [&p.0[..]])?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Forgets individual chunks whose stored copy failed verification.
+    pub fn forget_chunks(&self, ids: &[ChunkId]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for id in ids {
+                tx.execute("DELETE FROM chunks WHERE id = ?1", [&id.0[..]])?;
+            }
+            tx.commit()
+        })
+    }
+
     pub fn chunk_count(&self) -> StoreResult<u64> {
         self.with(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
@@ -261,7 +284,8 @@ impl Catalog {
     pub fn snapshots(&self) -> StoreResult<Vec<(String, String)>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT id, meta FROM snapshots ORDER BY time, id")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 }

@@ -38,7 +38,8 @@ pub fn start_moto(extra_env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("lifeboat-moto-{port}.log"));
     let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >{} 2>&1 & pid=$!; read _unused; kill $pid",
+        "if command -v moto_server >/dev/null; then m=moto_server; else m='python3 -m moto.server'; fi; \
+         $m -H 127.0.0.1 -p {port} >{} 2>&1 & pid=$!; read _unused; kill $pid",
         log.display()
     );
     let mut cmd = Command::new("sh");
