@@ -80,6 +80,15 @@ pub async fn plan(repo: &Repository, manifest: &Manifest) -> StoreResult<Plan> {
             .disk_offsets
             .push(disk_offset);
     }
+    Ok(Plan {
+        ranges: coalesce(by_pack),
+        unlocated,
+    })
+}
+
+/// Merges the chunks wanted from each pack into as few ranged reads as the gap and
+/// size limits allow.
+fn coalesce(by_pack: BTreeMap<ChunkId, BTreeMap<u64, Need>>) -> Vec<FetchRange> {
     let mut ranges = Vec::new();
     for (pack, needs) in by_pack {
         let mut current: Option<FetchRange> = None;
@@ -103,5 +112,55 @@ pub async fn plan(repo: &Repository, manifest: &Manifest) -> StoreResult<Plan> {
         }
         ranges.extend(current);
     }
-    Ok(Plan { ranges, unlocated })
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(offset: u64, len: u32) -> (u64, Need) {
+        let id = ChunkId::random();
+        (
+            offset,
+            Need {
+                id,
+                blob_offset: offset,
+                blob_len: len,
+                disk_offsets: vec![0],
+            },
+        )
+    }
+
+    #[test]
+    fn nearby_chunks_share_a_read_distant_ones_do_not() {
+        let (p, q) = (ChunkId([1; 32]), ChunkId([2; 32]));
+        let mut by_pack = BTreeMap::new();
+        by_pack.insert(
+            p,
+            BTreeMap::from([
+                need(0, 1000),
+                need(1000 + MAX_GAP, 10),
+                need(10 * MAX_GAP, 5),
+            ]),
+        );
+        by_pack.insert(
+            q,
+            BTreeMap::from([need(0, 4 << 20), need(4 << 20, 4 << 20), need(8 << 20, 1)]),
+        );
+        let ranges = coalesce(by_pack);
+        let spans: Vec<(ChunkId, u64, u64, usize)> = ranges
+            .iter()
+            .map(|r| (r.pack, r.start, r.end, r.needs.len()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (p, 0, 1010 + MAX_GAP, 2),
+                (p, 10 * MAX_GAP, 10 * MAX_GAP + 5, 1),
+                (q, 0, 8 << 20, 2),
+                (q, 8 << 20, (8 << 20) + 1, 1),
+            ]
+        );
+    }
 }

@@ -12,6 +12,7 @@
 //! Locking: SQLite's own. Writers share one connection behind a mutex; each backup
 //! worker opens its own read connection ([`ChunkLookup`]) so lookups run in parallel (WAL).
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -64,6 +65,8 @@ impl std::fmt::Debug for Catalog {
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    // Best effort: SQLite creates the file with the umask's mode.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -79,10 +82,15 @@ fn blob_id(bytes: Vec<u8>) -> rusqlite::Result<ChunkId> {
 impl Catalog {
     pub fn open(path: &Path) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::LocalIo {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            // The catalog holds VM names and chunk ids in the clear: owner-only.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::LocalIo {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
         }
         let catalog = Self {
             path: path.to_path_buf(),

@@ -5,6 +5,7 @@
 //! object under its final name.
 
 use std::io::{ErrorKind, SeekFrom};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -49,7 +50,7 @@ impl LocalBackend {
         let dir = path
             .parent()
             .expect("object keys always have a parent directory");
-        tokio::fs::create_dir_all(dir)
+        create_private_dir(dir)
             .await
             .map_err(|e| self.io_error("creating directory for", key, e))?;
         let tmp = dir.join(format!(
@@ -58,7 +59,13 @@ impl LocalBackend {
             rand::random::<u64>()
         ));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            // Owner-only: key slots live here too, and nobody else needs to read backups.
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .await?;
             file.write_all(data).await?;
             file.sync_all().await
         }
@@ -69,6 +76,19 @@ impl LocalBackend {
         }
         Ok(tmp)
     }
+}
+
+/// `mkdir -p` with mode 0700 for the directories it creates.
+async fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    })
+    .await
+    .expect("mkdir task panicked")
 }
 
 #[async_trait]
@@ -90,7 +110,7 @@ impl Backend for LocalBackend {
     }
 
     async fn create_container(&self) -> BackendResult<()> {
-        tokio::fs::create_dir_all(&self.root)
+        create_private_dir(&self.root)
             .await
             .map_err(|e| self.io_error("creating repository directory", "", e))
     }
@@ -227,6 +247,21 @@ mod tests {
         b.delete("data/ab/abcd").await.unwrap();
         b.delete("data/ab/abcd").await.unwrap();
         assert_eq!(b.size("data/ab/abcd").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn objects_and_directories_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create_container().await.unwrap();
+        b.put("keys/0011", Bytes::from_static(b"slot"))
+            .await
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("repo")), 0o700);
+        assert_eq!(mode(&dir.path().join("repo/keys")), 0o700);
+        assert_eq!(mode(&dir.path().join("repo/keys/0011")), 0o600);
     }
 
     #[tokio::test]
