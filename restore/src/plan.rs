@@ -10,8 +10,9 @@ use lifeboat_store::{ChunkId, Repository, StoreResult};
 /// Ranges are merged across gaps up to this size: reading a little waste is cheaper
 /// than another request.
 const MAX_GAP: u64 = 256 * 1024;
-/// Upper bound on one ranged GET, which bounds memory per request in flight.
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
+/// Upper bound on one ranged GET (but a single blob can exceed it), which bounds the
+/// memory per request in flight.
+const MAX_RANGE: u64 = 4 * 1024 * 1024;
 
 /// One chunk to restore: where it sits in its pack, and every disk offset it fills.
 #[derive(Debug, Clone)]
@@ -146,7 +147,11 @@ mod tests {
         );
         by_pack.insert(
             q,
-            BTreeMap::from([need(0, 4 << 20), need(4 << 20, 4 << 20), need(8 << 20, 1)]),
+            BTreeMap::from([
+                need(0, (MAX_RANGE / 2) as u32),
+                need(MAX_RANGE / 2, (MAX_RANGE / 2) as u32),
+                need(MAX_RANGE, 1),
+            ]),
         );
         let ranges = coalesce(by_pack);
         let spans: Vec<(ChunkId, u64, u64, usize)> = ranges
@@ -158,8 +163,8 @@ mod tests {
             vec![
                 (p, 0, 1010 + MAX_GAP, 2),
                 (p, 10 * MAX_GAP, 10 * MAX_GAP + 5, 1),
-                (q, 0, 8 << 20, 2),
-                (q, 8 << 20, (8 << 20) + 1, 1),
+                (q, 0, MAX_RANGE, 2),
+                (q, MAX_RANGE, MAX_RANGE + 1, 1),
             ]
         );
     }

@@ -207,9 +207,14 @@ async fn write_all(
     concurrency: usize,
     damaged: &(dyn Fn(u64, String) -> RestoreError + Sync),
 ) -> Result<(u64, u64), RestoreError> {
+    // Fetches overlap freely; decoding is CPU work, so more at once than there are
+    // cores only holds more decrypted chunks in memory.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let decode_slots = Arc::new(tokio::sync::Semaphore::new(cores));
     let mut stream = futures::stream::iter(ranges.iter().cloned().map(|range| {
         let (repo, target, progress) = (repo.clone(), target.clone(), progress.clone());
-        async move { restore_range(repo, range, target, progress).await }
+        let decode_slots = decode_slots.clone();
+        async move { restore_range(repo, range, target, progress, decode_slots).await }
     }))
     .buffer_unordered(concurrency.max(1));
     let (mut written, mut fetched_total) = (0u64, 0u64);
@@ -243,6 +248,7 @@ async fn restore_range(
     range: FetchRange,
     target: Arc<Target>,
     progress: Arc<Progress>,
+    decode_slots: Arc<tokio::sync::Semaphore>,
 ) -> Result<(u64, u64), RangeError> {
     let key = format::pack_key(&range.pack);
     let first_offset = range
@@ -267,6 +273,10 @@ async fn restore_range(
         Err(e) => return Err(RangeError::Storage(e)),
     };
     let fetched = bytes.len() as u64;
+    let _decoding = decode_slots
+        .acquire_owned()
+        .await
+        .expect("semaphore is never closed");
     tokio::task::spawn_blocking(move || {
         let mut written = 0;
         for need in &range.needs {

@@ -31,7 +31,7 @@ pub enum StoreError {
     )]
     UnsupportedFormat { found: u32, supported: u32 },
     #[error(
-        "local catalog {path}: {source}; it is only a cache — delete it and it is rebuilt from the repository"
+        "local catalog {path} failed (it is only a cache: delete it and it is rebuilt from the repository)"
     )]
     Catalog {
         path: String,
@@ -42,7 +42,7 @@ pub enum StoreError {
     NotFound(String),
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
-    #[error("local I/O on {path}: {source}")]
+    #[error("local I/O on {path}")]
     LocalIo {
         path: String,
         #[source]

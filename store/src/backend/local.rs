@@ -4,13 +4,13 @@
 //! directory, are fsynced, and renamed into place, so a crash never leaves a partial
 //! object under its final name.
 
-use std::io::{ErrorKind, SeekFrom};
+use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{Backend, BackendError, BackendResult, ObjectInfo};
 
@@ -146,16 +146,21 @@ impl Backend for LocalBackend {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> BackendResult<Bytes> {
-        let read = async {
-            let mut file = tokio::fs::File::open(self.path(key)).await?;
-            let size = file.metadata().await?.len();
+        // One blocking call with a positioned read: tokio's File would copy the data
+        // again through its own buffer, in several thread hops.
+        let path = self.path(key);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
             let len = len.min(size.saturating_sub(offset));
-            file.seek(SeekFrom::Start(offset)).await?;
             let mut buf = vec![0u8; len as usize];
-            file.read_exact(&mut buf).await?;
+            file.read_exact_at(&mut buf, offset)?;
             Ok(Bytes::from(buf))
-        };
-        read.await.map_err(|e| self.io_error("reading", key, e))
+        });
+        read.await
+            .expect("read task panicked")
+            .map_err(|e| self.io_error("reading", key, e))
     }
 
     async fn size(&self, key: &str) -> BackendResult<Option<u64>> {

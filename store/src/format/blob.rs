@@ -4,7 +4,7 @@
 //! Opening a blob checks the AEAD tag *and* recomputes the keyed id of the plaintext,
 //! so a blob can only ever restore as exactly the chunk its id names.
 
-use crate::crypto::{ChunkId, RepoKeys};
+use crate::crypto::{ChunkId, NONCE_LEN, RepoKeys, TAG_LEN};
 
 /// Upper bound on a chunk's plaintext; fastcdc's largest maximum chunk size.
 pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
@@ -26,19 +26,48 @@ pub enum BlobError {
     IdMismatch { expected: ChunkId, actual: ChunkId },
 }
 
-/// Compresses (when it shrinks the data) and seals one chunk.
-pub fn seal_chunk(keys: &RepoKeys, id: &ChunkId, data: &[u8], zstd_level: i32) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(data.len() / 2 + 1);
-    plain.push(CODEC_ZSTD);
-    let compressed = zstd::bulk::compress(data, zstd_level).ok();
-    match compressed {
-        Some(c) if c.len() < data.len() => plain.extend_from_slice(&c),
-        _ => {
-            plain[0] = CODEC_RAW;
-            plain.extend_from_slice(data);
+/// Seals chunks; holds the zstd context and scratch buffer one worker thread reuses,
+/// since building them per chunk costs more than compressing a small chunk.
+pub struct ChunkSealer {
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+}
+
+impl ChunkSealer {
+    pub fn new(zstd_level: i32) -> Self {
+        Self {
+            compressor: zstd::bulk::Compressor::new(zstd_level)
+                .expect("compression levels are validated when the repository is created"),
+            scratch: Vec::new(),
         }
     }
-    keys.seal(&id.0, &plain)
+
+    /// Compresses (when that shrinks the data) and seals one chunk.
+    pub fn seal(&mut self, keys: &RepoKeys, id: &ChunkId, data: &[u8]) -> Vec<u8> {
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let compressed = match self.compressor.compress_to_buffer(data, &mut self.scratch) {
+            Ok(n) if n < data.len() => Some(&self.scratch[..n]),
+            _ => None,
+        };
+        let (codec, payload) = match compressed {
+            Some(c) => (CODEC_ZSTD, c),
+            None => (CODEC_RAW, data),
+        };
+        let mut out = Vec::with_capacity(NONCE_LEN + 1 + payload.len() + TAG_LEN);
+        out.resize(NONCE_LEN, 0);
+        out.push(codec);
+        out.extend_from_slice(payload);
+        keys.seal_in_place(&id.0, &mut out);
+        out
+    }
+}
+
+/// Compresses (when it shrinks the data) and seals one chunk. For one-off use;
+/// loops should keep a [`ChunkSealer`].
+pub fn seal_chunk(keys: &RepoKeys, id: &ChunkId, data: &[u8], zstd_level: i32) -> Vec<u8> {
+    ChunkSealer::new(zstd_level).seal(keys, id, data)
 }
 
 /// Opens, decompresses and verifies one chunk blob.

@@ -58,6 +58,10 @@ pub struct SnapshotMeta {
     /// Snapshot this one was made incrementally from, if any.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Changed-block tracking: the dirty bitmap created when this backup started,
+    /// which records every write since; the next backup reads only what it marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbt_bitmap: Option<String>,
     pub lifeboat_version: String,
 }
 
@@ -153,6 +157,7 @@ mod tests {
                 host: "node1".into(),
                 tags: vec!["nightly".into()],
                 parent: None,
+                cbt_bitmap: None,
                 lifeboat_version: "0.1.0".into(),
             },
             extents: vec![
