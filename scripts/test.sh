@@ -5,6 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# QEMU for the changed-block-tracking and live-VM tests. Debian's qemu-system-x86 is
+# older than a backported qemu-utils and replaces it: install both at the same version.
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-nbd >/dev/null || ! command -v qemu-io >/dev/null; then
+    echo "== installing qemu-utils and qemu-system-x86"
+    if [ "$(id -u)" != 0 ]; then
+        echo "need root to apt-get install qemu-utils qemu-system-x86 (same version); install them and re-run" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades \
+        "qemu-utils=$version" "qemu-system-x86=$version" >/dev/null
+fi
+
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
     echo "== installing moto[server] (the S3-compatible server the tests run against)"
     python3 -m pip install --quiet 'moto[server]>=5,<6'

@@ -77,7 +77,7 @@ pub struct BackupArgs {
     /// Name of the VM the disk belongs to
     #[arg(long)]
     pub vm: String,
-    /// Name of the disk within the VM [default: the image's file name]
+    /// Name of the disk within the VM [default: the image's file name, or the --drive]
     #[arg(long)]
     pub disk: Option<String>,
     /// Tag the snapshot (repeatable)
@@ -86,11 +86,28 @@ pub struct BackupArgs {
     /// Threads hashing, compressing and encrypting [default: number of cores]
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Pack uploads in flight
-    #[arg(long, default_value_t = 4)]
+    /// Pack uploads in flight (each holds a 16 MiB pack in memory; raise for
+    /// high-latency object stores)
+    #[arg(long, default_value_t = 2)]
     pub uploads: usize,
-    /// Raw disk image or block device
-    pub image: PathBuf,
+    /// Disk image (qcow2, raw, VHDX, VMDK, …) or block device; not with --qmp
+    #[arg(required_unless_present = "qmp", conflicts_with = "qmp")]
+    pub image: Option<PathBuf>,
+    /// Back up a drive of a running QEMU VM through this QMP unix socket: a
+    /// crash-consistent point-in-time view, read while the VM keeps running
+    #[arg(long, value_name = "SOCKET", requires = "drive")]
+    pub qmp: Option<PathBuf>,
+    /// With --qmp: the drive's block node name (or its device / qdev id)
+    #[arg(long, value_name = "NODE", requires = "qmp")]
+    pub drive: Option<String>,
+    /// With --qmp: shell command run just before the point in time (e.g. a guest-agent
+    /// fsfreeze); if it fails, the backup is aborted
+    #[arg(long, value_name = "CMD", requires = "qmp")]
+    pub pre_hook: Option<String>,
+    /// With --qmp: shell command run just after the point in time (e.g. thaw); runs
+    /// even if the pre hook or the snapshot failed
+    #[arg(long, value_name = "CMD", requires = "qmp")]
+    pub post_hook: Option<String>,
 }
 
 #[derive(Debug, Args)]

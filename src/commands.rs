@@ -104,34 +104,122 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// A disk ready to read: an image file (`cbt`), or a running VM's drive (`live`).
+enum Prepared {
+    Image(lifeboat_backup::cbt::PreparedDisk),
+    Live(lifeboat_backup::live::LiveDisk),
+}
+
+impl Prepared {
+    fn source(&self) -> Arc<dyn lifeboat_backup::source::DiskSource> {
+        match self {
+            Prepared::Image(p) => p.source.clone(),
+            Prepared::Live(l) => l.source.clone(),
+        }
+    }
+
+    fn mode(&self) -> lifeboat_backup::ReadMode {
+        match self {
+            Prepared::Image(p) => p.mode.clone(),
+            Prepared::Live(l) => l.mode.clone(),
+        }
+    }
+
+    fn new_bitmap(&self) -> Option<String> {
+        match self {
+            Prepared::Image(p) => p.new_bitmap.clone(),
+            Prepared::Live(l) => l.new_bitmap.clone(),
+        }
+    }
+
+    async fn committed(self) -> Result<(), lifeboat_backup::BackupError> {
+        match self {
+            Prepared::Image(p) => p.committed().await,
+            Prepared::Live(l) => l.committed().await,
+        }
+    }
+
+    async fn failed(self) {
+        match self {
+            Prepared::Image(p) => p.failed().await,
+            Prepared::Live(l) => l.failed().await,
+        }
+    }
+}
+
 async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
-    let disk = match a.disk {
-        Some(d) => d,
-        None => a
-            .image
+    let is_nbd = a
+        .image
+        .as_ref()
+        .is_some_and(|i| lifeboat_backup::cbt::is_nbd_uri(&i.to_string_lossy()));
+    let disk = match (&a.disk, &a.image, &a.drive) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(_), _) if is_nbd => bail!("name the disk of an NBD export with --disk"),
+        (None, Some(image), _) => image
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .context("cannot name the disk after the image path; pass --disk")?,
+        (None, None, Some(drive)) => drive.clone(),
+        (None, None, None) => bail!("pass a disk image, or --qmp and --drive"),
     };
-    if !a.image.exists() {
-        bail!("disk image {} does not exist", a.image.display());
+    if let Some(image) = &a.image
+        && !is_nbd
+        && !image.exists()
+    {
+        bail!("disk image {} does not exist", image.display());
     }
     let repo = open(g).await?;
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let prepared = match (&a.qmp, &a.drive, &a.image) {
+        (Some(qmp), Some(drive), _) => {
+            let hooks = lifeboat_backup::live::Hooks {
+                pre: a.pre_hook.clone(),
+                post: a.post_hook.clone(),
+            };
+            let live = lifeboat_backup::live::prepare_live(qmp, drive, &repo, &a.vm, &disk, &hooks)
+                .await
+                .with_context(|| {
+                    format!(
+                        "preparing a point-in-time view of drive {drive} through {}",
+                        qmp.display()
+                    )
+                })?;
+            Prepared::Live(live)
+        }
+        (_, _, Some(image)) => {
+            Prepared::Image(lifeboat_backup::cbt::prepare(image, &repo, &a.vm, &disk).await?)
+        }
+        _ => bail!("pass a disk image, or --qmp and --drive"),
+    };
     let request = BackupRequest {
         vm: a.vm,
         disk,
-        image: a.image,
+        source: prepared.source(),
+        mode: prepared.mode(),
+        cbt_bitmap: prepared.new_bitmap(),
         tags: a.tags,
         workers,
         upload_concurrency: a.uploads,
     };
     let progress = Arc::new(Progress::default());
     let guard = ProgressGuard::start("backup", progress.clone(), !g.quiet && !g.json);
-    let report = run_backup(repo, request, progress).await?;
+    let result = run_backup(repo, request, progress).await;
     drop(guard);
+    let report = match result {
+        Ok(report) => {
+            prepared
+                .committed()
+                .await
+                .context("snapshot committed, but cleaning up old dirty bitmaps failed")?;
+            report
+        }
+        Err(e) => {
+            prepared.failed().await;
+            return Err(e.into());
+        }
+    };
     if g.json {
         print_json(&report);
     } else if !g.quiet {
@@ -146,8 +234,13 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
             report.snapshot.meta.vm,
             report.snapshot.meta.disk
         );
+        println!("  mode {}: {}", report.mode, report.mode_reason);
+        let dirty = report
+            .bytes_dirty
+            .map(|d| format!(", dirty {}", bytes(d)))
+            .unwrap_or_default();
         println!(
-            "  disk {}, read {}, zero/holes {}",
+            "  disk {}{dirty}, read {}, zero/holes {}",
             bytes(report.disk_size),
             bytes(report.bytes_read),
             bytes(report.zero_bytes)

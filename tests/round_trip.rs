@@ -152,7 +152,7 @@ fn a_killed_backup_resumes_without_uploading_again() {
         &img,
         &[Fill::Random {
             seed: 3,
-            len: 160 << 20,
+            len: 96 << 20,
         }],
     );
     let mut child = repo

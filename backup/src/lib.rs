@@ -9,14 +9,24 @@
 //! Every stage talks through bounded channels, so memory stays flat whatever the disk
 //! size: roughly (workers × 2 chunks) + (uploads in flight + 1) packs.
 
+pub mod cbt;
+pub mod incremental;
+pub mod live;
+pub mod nbd;
+pub mod nbd_source;
 mod pipeline;
+pub mod qmp;
+mod reader;
 pub mod segmenter;
 pub mod source;
 
 pub use lifeboat_store::Progress;
 use lifeboat_store::{SnapshotSummary, StoreError};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::sync::Arc;
+
+use lifeboat_store::format::manifest::Extent;
+use source::DiskSource;
 
 pub use pipeline::run_backup;
 
@@ -24,7 +34,8 @@ pub use pipeline::run_backup;
 pub enum BackupError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read disk {path}: {source}")]
+    // The cause is printed by the error chain (`{:#}`), not repeated here.
+    #[error("cannot read disk {path}")]
     Source {
         path: String,
         #[source]
@@ -49,7 +60,10 @@ impl BackupError {
 pub struct BackupRequest {
     pub vm: String,
     pub disk: String,
-    pub image: PathBuf,
+    pub source: Arc<dyn DiskSource>,
+    pub mode: ReadMode,
+    /// The dirty bitmap this backup started, recorded in the manifest for the next one.
+    pub cbt_bitmap: Option<String>,
     pub tags: Vec<String>,
     /// Threads hashing, compressing and encrypting (default: all cores).
     pub workers: usize,
@@ -57,11 +71,60 @@ pub struct BackupRequest {
     pub upload_concurrency: usize,
 }
 
+/// How much of the disk a backup reads.
+#[derive(Debug, Clone)]
+pub enum ReadMode {
+    /// Read every allocated byte ("scan"): first backups, or no usable change tracking.
+    Full { reason: String },
+    /// Read only around `dirty` ranges; reuse the previous snapshot's extents elsewhere.
+    Incremental {
+        parent: String,
+        previous: Arc<Vec<Extent>>,
+        dirty: Vec<(u64, u64)>,
+        reason: String,
+    },
+}
+
+impl ReadMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReadMode::Full { .. } => "scan",
+            ReadMode::Incremental { .. } => "incremental",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            ReadMode::Full { reason } | ReadMode::Incremental { reason, .. } => reason,
+        }
+    }
+
+    pub fn parent(&self) -> Option<&str> {
+        match self {
+            ReadMode::Full { .. } => None,
+            ReadMode::Incremental { parent, .. } => Some(parent),
+        }
+    }
+
+    /// Bytes marked dirty by change tracking (`None` for a scan).
+    pub fn dirty_bytes(&self) -> Option<u64> {
+        match self {
+            ReadMode::Full { .. } => None,
+            ReadMode::Incremental { dirty, .. } => Some(dirty.iter().map(|(s, e)| e - s).sum()),
+        }
+    }
+}
+
 /// The outcome of one disk's backup, for text and `--json` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
     pub snapshot: SnapshotSummary,
     pub disk_size: u64,
+    /// `scan` or `incremental`, and why.
+    pub mode: String,
+    pub mode_reason: String,
+    /// Bytes changed-block tracking marked dirty (incremental backups only).
+    pub bytes_dirty: Option<u64>,
     /// Bytes read from the source (holes are not read).
     pub bytes_read: u64,
     /// Bytes stored as zero extents (holes and all-zero runs).

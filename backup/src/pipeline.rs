@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lifeboat_store::format::blob::seal_chunk;
+use lifeboat_store::format::blob::ChunkSealer;
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::PackBuilder;
 use lifeboat_store::repo::{hostname, now_rfc3339};
@@ -13,16 +13,15 @@ use lifeboat_store::{ChunkId, Repository};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::segmenter::{Piece, Segmenter};
-use crate::source::RawSource;
-use crate::{BackupError, BackupReport, BackupRequest, Progress};
+use crate::reader::{ReadState, Work, read_full, read_incremental};
+use crate::segmenter::Piece;
+use crate::{BackupError, BackupReport, BackupRequest, Progress, ReadMode};
 
-/// Bytes per read from the source; large enough for sequential throughput on spinning
-/// disks and network block devices, small enough to keep memory flat.
-const READ_SIZE: usize = 4 * 1024 * 1024;
-/// Write an index object after this many packs, so a backup killed after hours of
-/// uploading has its packs found by other hosts too (this host's catalog has them anyway).
-const INDEX_EVERY_PACKS: u64 = 64;
+/// Write an index object at least this often during a long backup, so one killed
+/// after hours of uploading has its packs found by other hosts too (this host's
+/// catalog has them anyway). By time, not pack count: a short backup then writes a
+/// single index object, keeping requests per GiB low.
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One chunk after the worker stage.
 struct Processed {
@@ -52,44 +51,47 @@ pub async fn run_backup(
     }
     let started = Instant::now();
     let time = now_rfc3339();
-    let source = RawSource::open(&req.image)?;
-    let disk_size = source.size();
+    let disk_size = req.source.size();
     progress.set_total(disk_size);
     let workers = req.workers.max(1);
 
-    let (piece_tx, piece_rx) = crossbeam_channel::bounded::<(u64, Piece)>(workers * 2);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Work)>(workers * 2);
     let (result_tx, mut result_rx) = mpsc::channel::<Result<Processed, BackupError>>(workers * 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let bytes_read = Arc::new(AtomicU64::new(0));
-
+    let state = Arc::new(ReadState {
+        stop: AtomicBool::new(false),
+        bytes_read: AtomicU64::new(0),
+        progress: progress.clone(),
+    });
     let reader = {
-        let (stop, progress, bytes_read) = (stop.clone(), progress.clone(), bytes_read.clone());
-        let config = repo.config().clone();
-        std::thread::spawn(move || {
-            read_disk(&source, &config, piece_tx, &stop, &progress, &bytes_read)
+        let (source, config, state) = (req.source.clone(), repo.config().clone(), state.clone());
+        let mode = req.mode.clone();
+        tokio::spawn(async move {
+            match mode {
+                ReadMode::Full { .. } => read_full(source, &config, work_tx, state).await,
+                ReadMode::Incremental {
+                    previous, dirty, ..
+                } => read_incremental(source, &config, previous, dirty, work_tx, state).await,
+            }
         })
     };
     let seen = Arc::new(Mutex::new(HashSet::new()));
     for _ in 0..workers {
         let (rx, tx, repo, seen) = (
-            piece_rx.clone(),
+            work_rx.clone(),
             result_tx.clone(),
             repo.clone(),
             seen.clone(),
         );
         std::thread::spawn(move || process_chunks(&repo, rx, tx, &seen));
     }
-    drop((piece_rx, result_tx));
+    drop((work_rx, result_tx));
 
     let collected = collect(&repo, &req, &mut result_rx).await;
     if collected.is_err() {
-        stop.store(true, Ordering::Relaxed);
+        state.stop.store(true, Ordering::Relaxed);
     }
     drop(result_rx);
-    let read_result = tokio::task::spawn_blocking(move || reader.join())
-        .await
-        .expect("joining the reader cannot fail")
-        .expect("reader thread panicked");
+    let read_result = reader.await.expect("reader task panicked");
     let (extents, counters, packs, stored_bytes) = collected?;
     read_result?;
 
@@ -97,12 +99,13 @@ pub async fn run_backup(
         meta: SnapshotMeta {
             vm: req.vm.clone(),
             disk: req.disk.clone(),
-            source: req.image.display().to_string(),
+            source: req.source.describe(),
             size: disk_size,
             time,
             host: hostname(),
             tags: req.tags.clone(),
-            parent: None,
+            parent: req.mode.parent().map(str::to_string),
+            cbt_bitmap: req.cbt_bitmap.clone(),
             lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
         },
         extents,
@@ -111,7 +114,10 @@ pub async fn run_backup(
     Ok(BackupReport {
         snapshot,
         disk_size,
-        bytes_read: bytes_read.load(Ordering::Relaxed),
+        mode: req.mode.name().to_string(),
+        mode_reason: req.mode.reason().to_string(),
+        bytes_dirty: req.mode.dirty_bytes(),
+        bytes_read: state.bytes_read.load(Ordering::Relaxed),
         zero_bytes: counters.zero_bytes,
         chunks: counters.chunks,
         new_chunks: counters.new_chunks,
@@ -122,66 +128,10 @@ pub async fn run_backup(
     })
 }
 
-/// Reader stage: walks data ranges, feeds the segmenter, hands pieces to the workers.
-fn read_disk(
-    source: &RawSource,
-    config: &lifeboat_store::format::config::RepoConfig,
-    tx: crossbeam_channel::Sender<(u64, Piece)>,
-    stop: &AtomicBool,
-    progress: &Progress,
-    bytes_read: &AtomicU64,
-) -> Result<(), BackupError> {
-    let mut seq = 0u64;
-    let mut segmenter = Segmenter::new(config.chunker, config.zero_run_min, |piece| {
-        // A failed send means the collector gave up; `stop` ends the read loop.
-        if tx.send((seq, piece)).is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        seq += 1;
-    });
-    let mut buf = vec![0u8; READ_SIZE];
-    let mut pos = 0u64;
-    let size = source.size();
-    while pos < size && !stop.load(Ordering::Relaxed) {
-        let Some((start, end)) = source.next_data(pos)? else {
-            segmenter.feed_zeros(size - pos);
-            progress.add(size - pos);
-            break;
-        };
-        if start > pos {
-            segmenter.feed_zeros(start - pos);
-            progress.add(start - pos);
-        }
-        let mut at = start;
-        while at < end && !stop.load(Ordering::Relaxed) {
-            let want = ((end - at) as usize).min(READ_SIZE);
-            let n = source.read_at(&mut buf[..want], at)?;
-            if n == 0 {
-                return Err(BackupError::Source {
-                    path: source.path().display().to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("disk shrank while being read (ended at {at} of {size} bytes)"),
-                    ),
-                });
-            }
-            segmenter.feed(&buf[..n]);
-            at += n as u64;
-            bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-            progress.add(n as u64);
-        }
-        pos = end;
-    }
-    if !stop.load(Ordering::Relaxed) {
-        segmenter.finish();
-    }
-    Ok(())
-}
-
 /// Worker stage: id, dedup decision, compression and encryption of new chunks.
 fn process_chunks(
     repo: &Repository,
-    rx: crossbeam_channel::Receiver<(u64, Piece)>,
+    rx: crossbeam_channel::Receiver<(u64, Work)>,
     tx: mpsc::Sender<Result<Processed, BackupError>>,
     seen: &Mutex<HashSet<ChunkId>>,
 ) {
@@ -193,15 +143,20 @@ fn process_chunks(
         }
     };
     let keys = repo.keys();
-    let level = repo.config().compression_level;
-    for (seq, piece) in rx {
-        let result = match piece {
-            Piece::Zero { len, .. } => Ok(Processed {
+    let mut sealer = ChunkSealer::new(repo.config().compression_level);
+    for (seq, work) in rx {
+        let result = match work {
+            Work::Reuse(extent) => Ok(Processed {
+                seq,
+                extent,
+                new_blob: None,
+            }),
+            Work::Piece(Piece::Zero { len, .. }) => Ok(Processed {
                 seq,
                 extent: Extent::Zero { len },
                 new_blob: None,
             }),
-            Piece::Chunk { data, .. } => {
+            Work::Piece(Piece::Chunk { data, .. }) => {
                 let id = keys.chunk_id(&data);
                 let len = data.len() as u32;
                 let stored = lookup.contains(&id).map_err(|source| {
@@ -216,7 +171,7 @@ fn process_chunks(
                     Processed {
                         seq,
                         extent: Extent::Chunk { id, len },
-                        new_blob: is_new.then(|| (id, seal_chunk(keys, &id, &data, level), len)),
+                        new_blob: is_new.then(|| (id, sealer.seal(keys, &id, &data), len)),
                     }
                 })
             }
@@ -238,22 +193,30 @@ async fn collect(
     let pack_size = repo.config().pack_size as usize;
     let uploads_allowed = Arc::new(Semaphore::new(req.upload_concurrency.max(1)));
     let mut uploads: JoinSet<Result<u64, BackupError>> = JoinSet::new();
-    let packs_done = Arc::new(AtomicU64::new(0));
-    let mut pack = PackBuilder::with_capacity(pack_size + repo.config().chunker.max as usize);
+    let last_index = Arc::new(Mutex::new(Instant::now()));
+    // Room for the blob that crosses the size target, so a pack never reallocates.
+    let pack_capacity = pack_size + repo.config().chunker.max as usize + 64 * 1024;
+    let mut pack = PackBuilder::with_capacity(pack_capacity);
     let (mut extents, mut counters) = (Vec::new(), Counters::default());
     let mut out_of_order: BTreeMap<u64, Extent> = BTreeMap::new();
     let (mut next_seq, mut packs, mut stored_bytes) = (0u64, 0u64, 0u64);
 
     let start_upload = |pack: PackBuilder, uploads: &mut JoinSet<_>, permit| {
         let finished = pack.finish(repo.keys());
-        let (repo, packs_done) = (repo.clone(), packs_done.clone());
+        let (repo, last_index) = (repo.clone(), last_index.clone());
         let size = finished.bytes.len() as u64;
         uploads.spawn(async move {
             let _permit = permit;
             repo.upload_pack(finished).await?;
-            if packs_done.fetch_add(1, Ordering::Relaxed) % INDEX_EVERY_PACKS
-                == INDEX_EVERY_PACKS - 1
-            {
+            let due = {
+                let mut last = last_index.lock().expect("index timer poisoned");
+                let due = last.elapsed() >= INDEX_INTERVAL;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
+            if due {
                 repo.flush_index().await?;
             }
             Ok(size)
@@ -272,7 +235,7 @@ async fn collect(
                     .acquire_owned()
                     .await
                     .expect("semaphore is never closed");
-                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(pack_size));
+                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(pack_capacity));
                 start_upload(full, &mut uploads, permit);
                 packs += 1;
             }

@@ -15,7 +15,7 @@ use lifeboat_store::format::config::ChunkerParams;
 pub const BLOCK: usize = 4096;
 /// A region is cut into chunks once it holds this much beyond the maximum chunk size,
 /// which bounds the segmenter's memory to about `max + REGION_SLACK`.
-const REGION_SLACK: usize = 16 * 1024 * 1024;
+const REGION_SLACK: usize = 8 * 1024 * 1024;
 
 /// One piece of the disk, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

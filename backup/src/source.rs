@@ -1,16 +1,49 @@
-//! Disk sources: raw image files and block devices, read without touching holes.
+//! Disk sources: where a backup reads a disk from.
+//!
+//! [`DiskSource`] is what the pipeline needs of any disk: its size, which ranges hold
+//! data (everything else reads as zeros and is never read), and random reads. Raw image
+//! files and block devices implement it here; NBD exports (qemu-nbd for qcow2, VHDX,
+//! VMDK…, or a running VM's export) implement it in [`crate::nbd_source`].
 
 use std::fs::File;
 use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::BackupError;
 
+/// A disk to back up.
+#[async_trait]
+pub trait DiskSource: Send + Sync + std::fmt::Debug {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+
+    /// Where the disk comes from, for the snapshot's metadata and messages.
+    fn describe(&self) -> String;
+
+    /// Sorted, non-overlapping ranges `[start, end)` that may hold non-zero data.
+    /// Everything outside them reads as zeros.
+    async fn data_ranges(&self) -> Result<Vec<(u64, u64)>, BackupError>;
+
+    /// Reads exactly `len` bytes at `offset` (within the disk).
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, BackupError>;
+
+    /// The source as a local file, when it is one: the reader then reads it
+    /// synchronously into one reused buffer, which is both faster and far lighter on
+    /// memory than a fresh buffer per read on whichever blocking thread is free.
+    fn as_raw(&self) -> Option<&RawSource> {
+        None
+    }
+}
+
 /// A raw disk: a (possibly sparse) image file or a block device.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RawSource {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     size: u64,
     /// Whether SEEK_DATA/SEEK_HOLE work here (not on block devices, some filesystems).
@@ -37,7 +70,7 @@ impl RawSource {
             || size == 0
             || meta.len() == size;
         Ok(Self {
-            file,
+            file: Arc::new(file),
             path: path.to_path_buf(),
             size,
             sparse_aware,
@@ -61,20 +94,20 @@ impl RawSource {
         if !self.sparse_aware {
             return Ok(Some((from, self.size)));
         }
-        let start = match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(from)) {
+        let start = match rustix::fs::seek(&*self.file, rustix::fs::SeekFrom::Data(from)) {
             Ok(s) => s,
             Err(rustix::io::Errno::NXIO) => return Ok(None),
             // Filesystems without SEEK_DATA: treat the rest as data.
             Err(_) => return Ok(Some((from, self.size))),
         };
-        let end = rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(start))
+        let end = rustix::fs::seek(&*self.file, rustix::fs::SeekFrom::Hole(start))
             .unwrap_or(self.size)
             .min(self.size);
         Ok(Some((start.min(self.size), end)))
     }
 
     /// Fills `buf` from `offset`; returns bytes read (short only at the end of the disk).
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, BackupError> {
+    pub fn read_into(&self, buf: &mut [u8], offset: u64) -> Result<usize, BackupError> {
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -90,6 +123,59 @@ impl RawSource {
             }
         }
         Ok(done)
+    }
+}
+
+#[async_trait]
+impl DiskSource for RawSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn as_raw(&self) -> Option<&RawSource> {
+        Some(self)
+    }
+
+    async fn data_ranges(&self) -> Result<Vec<(u64, u64)>, BackupError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ranges = Vec::new();
+            let mut pos = 0;
+            while let Some((start, end)) = this.next_data(pos)? {
+                ranges.push((start, end));
+                pos = end;
+            }
+            Ok(ranges)
+        })
+        .await
+        .expect("SEEK_DATA task panicked")
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, BackupError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            let n = this.read_into(&mut buf, offset)?;
+            if n < len {
+                return Err(BackupError::Source {
+                    path: this.path.display().to_string(),
+                    source: std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        format!(
+                            "disk shrank while being read (ended at {} bytes)",
+                            offset + n as u64
+                        ),
+                    ),
+                });
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .expect("read task panicked")
     }
 }
 
@@ -118,7 +204,7 @@ mod tests {
             assert_eq!(src.next_data(end).unwrap(), None);
         }
         let mut buf = [0u8; 8];
-        assert_eq!(src.read_at(&mut buf, 32 << 20).unwrap(), 8);
+        assert_eq!(src.read_into(&mut buf, 32 << 20).unwrap(), 8);
         assert_eq!(buf, [7u8; 8]);
         assert!(RawSource::open(&dir.path().join("missing.img")).is_err());
         assert!(RawSource::open(dir.path()).is_err());

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod qemu;
 pub mod s3;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,270 @@
+//! One NBD connection's machinery: the writer task that sends request headers, the
+//! reader task that demultiplexes replies, and the pending requests between them.
+//!
+//! ```text
+//!  callers (&self) ── register cookie ──► pending map ◄── reader task ◄── socket read half
+//!        │                                              (demultiplexes replies and fills
+//!        │                                               each request's own buffer)
+//!        └── 28-byte request ──► channel ──► writer task ──► socket write half
+//! ```
+//!
+//! Why a writer task rather than a lock around the write half: a caller whose future
+//! is dropped half-way through `write_all` would leave a torn request on the stream and
+//! corrupt the connection for everyone. A request put on an unbounded channel is
+//! queued whole or not at all, synchronously, so callers can be cancelled at any
+//! `.await` safely. The writer also batches requests queued together into one write.
+//!
+//! A request is registered in the pending map *before* it is queued, so its reply can
+//! never arrive unannounced. The reader ([`super::replies`]) owns the read half and
+//! always consumes whole replies, even for callers that gave up waiting.
+//!
+//! A reply that breaks the protocol ends the connection (nothing after it can be
+//! trusted to be framed right); an error *chunk* fails only its own request. When the
+//! connection dies, every pending request fails, and so does every later one.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::protocol;
+use super::replies::{Op, Pending, read_replies};
+use super::{BlockExtent, NbdError};
+
+/// How long `close` waits for the server to hang up after `NBD_CMD_DISC`.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Big enough to batch small replies; large data chunks bypass it and are read
+/// straight into the request's buffer.
+const READ_BUFFER: usize = 256 << 10;
+
+pub(super) type ReadStream = Box<dyn AsyncRead + Send + Unpin>;
+pub(super) type WriteStream = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The running tasks of one connection, and the way to hand them requests.
+pub(super) struct Connection {
+    shared: Arc<Shared>,
+    requests: mpsc::UnboundedSender<[u8; 28]>,
+    writer: JoinHandle<io::Result<()>>,
+    reader: ReaderTask,
+}
+
+/// Aborts the reader task when the connection is dropped without `close`.
+struct ReaderTask(Option<JoinHandle<()>>);
+
+impl Drop for ReaderTask {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+impl Connection {
+    /// Starts the reader and writer tasks on a negotiated stream.
+    pub(super) fn spawn(r: ReadStream, w: WriteStream, structured: bool) -> Connection {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            next_cookie: AtomicU64::new(1),
+            writer_failed: Notify::new(),
+        });
+        let (requests, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_requests(w, rx, shared.clone()));
+        let r = BufReader::with_capacity(READ_BUFFER, r);
+        let reader = tokio::spawn(read_replies(r, shared.clone(), structured));
+        Connection {
+            shared,
+            requests,
+            writer,
+            reader: ReaderTask(Some(reader)),
+        }
+    }
+
+    /// Sends a read and waits for its data (`len` bytes, holes as zeros).
+    pub(super) async fn read(&self, offset: u64, length: u32) -> Result<Bytes, NbdError> {
+        let (tx, rx) = oneshot::channel();
+        // Zeroed up front, so hole chunks need no work (and calloc'd pages cost
+        // nothing until data lands in them).
+        let buf = BytesMut::zeroed(length as usize);
+        let op = Op::Read {
+            buf,
+            spans: Vec::new(),
+            tx,
+        };
+        self.submit(
+            protocol::CMD_READ,
+            Pending {
+                offset,
+                length,
+                error: None,
+                op,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Sends a block-status request and waits for the extents of `context_id`.
+    pub(super) async fn block_status(
+        &self,
+        context_id: u32,
+        offset: u64,
+        length: u32,
+    ) -> Result<Vec<BlockExtent>, NbdError> {
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Status {
+            context_id,
+            extents: None,
+            tx,
+        };
+        let pending = Pending {
+            offset,
+            length,
+            error: None,
+            op,
+        };
+        self.submit(protocol::CMD_BLOCK_STATUS, pending, rx).await
+    }
+
+    async fn submit<T>(
+        &self,
+        kind: u16,
+        pending: Pending,
+        rx: oneshot::Receiver<Result<T, NbdError>>,
+    ) -> Result<T, NbdError> {
+        let (offset, length) = (pending.offset, pending.length);
+        let cookie = self.shared.next_cookie.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.shared.lock();
+            if let Some(lost) = &st.lost {
+                return Err(lost.error());
+            }
+            st.pending.insert(cookie, pending);
+        }
+        // Registered first, queued second, with no await in between: cancel-safe.
+        let request = protocol::encode_request(kind, cookie, offset, length);
+        if self.requests.send(request).is_err() {
+            self.shared.lock().pending.remove(&cookie);
+            let reason = "the request writer stopped".into();
+            return Err(NbdError::ConnectionLost { reason });
+        }
+        rx.await.unwrap_or_else(|_| {
+            let reason = "the reply reader stopped".into();
+            Err(NbdError::ConnectionLost { reason })
+        })
+    }
+
+    /// Sends `NBD_CMD_DISC` after whatever is queued, shuts the write half, and waits
+    /// briefly for the server to finish outstanding requests and hang up.
+    pub(super) async fn close(self) -> Result<(), NbdError> {
+        let Connection {
+            shared,
+            requests,
+            writer,
+            mut reader,
+        } = self;
+        let cookie = shared.next_cookie.fetch_add(1, Ordering::Relaxed);
+        let _ = requests.send(protocol::encode_request(protocol::CMD_DISC, cookie, 0, 0));
+        drop(requests); // the writer's cue to flush and shut down
+        let written = writer.await;
+        if let Some(handle) = reader.0.as_mut()
+            && tokio::time::timeout(DISCONNECT_WAIT, handle).await.is_ok()
+        {
+            reader.0 = None;
+        }
+        let already_lost = shared.lock().lost.is_some();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            // Nothing to tear down on a connection that had already failed.
+            _ if already_lost => Ok(()),
+            Ok(Err(source)) => Err(NbdError::Io {
+                context: "sending NBD_CMD_DISC",
+                source,
+            }),
+            Err(e) => {
+                let reason = format!("writer task failed: {e}");
+                Err(NbdError::ConnectionLost { reason })
+            }
+        }
+    }
+}
+
+pub(super) struct Shared {
+    state: Mutex<State>,
+    next_cookie: AtomicU64,
+    /// Wakes the reader when the writer fails: replies to unsent requests never come.
+    pub(super) writer_failed: Notify,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) pending: HashMap<u64, Pending>,
+    /// Set once the connection is unusable; what every later request gets.
+    pub(super) lost: Option<Lost>,
+}
+
+/// Why a connection ended.
+#[derive(Clone)]
+pub(super) struct Lost {
+    pub(super) reason: String,
+    /// The server broke the protocol: retrying the same thing will not help.
+    pub(super) broken_protocol: bool,
+}
+
+impl Lost {
+    pub(super) fn transport(reason: String) -> Self {
+        Lost {
+            reason,
+            broken_protocol: false,
+        }
+    }
+
+    pub(super) fn error(&self) -> NbdError {
+        if self.broken_protocol {
+            NbdError::Protocol(self.reason.clone())
+        } else {
+            NbdError::ConnectionLost {
+                reason: self.reason.clone(),
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // Never held across an await or a panicking call; recover rather than cascade.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn write_requests(
+    mut w: WriteStream,
+    mut rx: mpsc::UnboundedReceiver<[u8; 28]>,
+    shared: Arc<Shared>,
+) -> io::Result<()> {
+    let mut batch = Vec::with_capacity(28 * 64);
+    while let Some(request) = rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&request);
+        while batch.len() < 28 * 256 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = w.write_all(&batch).await {
+            let lost = Lost::transport(format!("sending a request failed: {e}"));
+            shared.lock().lost.get_or_insert(lost);
+            shared.writer_failed.notify_one();
+            return Err(e);
+        }
+    }
+    // Every sender is gone: the client was dropped or disconnected.
+    w.shutdown().await
+}

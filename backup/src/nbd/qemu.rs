@@ -1,0 +1,278 @@
+//! Running `qemu-nbd` to read an image file, and asking `qemu-img` its format.
+//!
+//! [`QemuNbd`] exports one image read-only on a unix socket inside a private (0700)
+//! temporary directory, so no other user can connect, and nothing listens on the
+//! network. The export stays up for several clients (`--shared=8`, `--persistent`)
+//! until [`QemuNbd::stop`] or drop kills the process; the directory goes with it.
+//!
+//! `-B BITMAP` makes qemu-nbd offer `qemu:dirty-bitmap:BITMAP` for a persistent
+//! qcow2 bitmap, the changed-block map of an incremental backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use super::{NbdAddress, NbdError, protocol};
+
+/// The export name qemu-nbd serves.
+const EXPORT: &str = "disk";
+/// qemu-nbd opens the image and listens within milliseconds; a slow disk or a large
+/// qcow2 (refcount checks) can take longer, but not this long.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How much of qemu-nbd's stderr to keep for error messages.
+const STDERR_TAIL: usize = 4096;
+/// sockaddr_un holds 108 bytes including the NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A running `qemu-nbd` serving one image read-only. Killed (and reaped) on
+/// [`stop`](Self::stop) or drop.
+#[derive(Debug)]
+pub struct QemuNbd {
+    child: Option<Child>,
+    socket: PathBuf,
+    /// Removed (with the socket) on drop, after the process is killed.
+    _dir: tempfile::TempDir,
+}
+
+impl QemuNbd {
+    /// Starts `qemu-nbd --read-only --persistent --shared=8 -f FORMAT -x disk -k SOCK
+    /// [-B BITMAP] IMAGE` and returns once it accepts connections. With `format`
+    /// `None` the format is detected with [`detect_format`]; pass it explicitly for
+    /// images a guest can write to, since a raw disk can be made to look like qcow2.
+    pub async fn start(
+        image: &Path,
+        format: Option<&str>,
+        bitmap: Option<&str>,
+    ) -> Result<QemuNbd, NbdError> {
+        let tool_err = |message: String| NbdError::Tool {
+            tool: "qemu-nbd",
+            message,
+        };
+        // Absolute path: QEMU would read "host:file" as a protocol, "-x" as an option.
+        let image = tokio::fs::canonicalize(image)
+            .await
+            .map_err(|e| tool_err(format!("cannot open image {}: {e}", image.display())))?;
+        let format = match format {
+            Some(f) => f.to_string(),
+            None => detect_format(&image).await?,
+        };
+        if format.is_empty()
+            || !format
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(tool_err(format!("invalid image format {format:?}")));
+        }
+        if bitmap.is_some_and(|b| b.is_empty() || b.contains('\0')) {
+            return Err(tool_err("empty or invalid bitmap name".into()));
+        }
+
+        let dir = private_dir()
+            .map_err(|e| tool_err(format!("cannot create a socket directory: {e}")))?;
+        let socket = dir.path().join("nbd.sock");
+        let mut cmd = Command::new("qemu-nbd");
+        cmd.arg("--read-only")
+            // Keep serving after a client leaves: the lead may connect several times.
+            .arg("--persistent")
+            .arg("--shared=8")
+            .arg(format!("--format={format}"))
+            .arg(format!("--export-name={EXPORT}"))
+            .arg("--socket")
+            .arg(&socket);
+        if let Some(b) = bitmap {
+            cmd.arg("--bitmap").arg(b);
+        }
+        cmd.arg(&image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Backstop for paths where neither stop() nor our Drop runs the kill.
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| NbdError::Spawn {
+            tool: "qemu-nbd",
+            source,
+        })?;
+        let tail = Arc::new(Mutex::new(String::new()));
+        let drain = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(drain_stderr(stderr, tail.clone())));
+
+        match wait_ready(&mut child, &socket).await {
+            Ok(()) => {
+                tracing::debug!(pid = child.id(), image = %image.display(), %format, ?bitmap, "qemu-nbd started");
+                Ok(QemuNbd {
+                    child: Some(child),
+                    socket,
+                    _dir: dir,
+                })
+            }
+            Err(why) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                if let Some(drain) = drain {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                }
+                let stderr = tail
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .trim()
+                    .to_string();
+                Err(tool_err(format!(
+                    "cannot export {} ({format}{}): {why}{}",
+                    image.display(),
+                    bitmap.map(|b| format!(", bitmap {b}")).unwrap_or_default(),
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {stderr}")
+                    }
+                )))
+            }
+        }
+    }
+
+    /// Where to connect: `nbd+unix:///disk?socket=<private dir>/nbd.sock`.
+    pub fn address(&self) -> NbdAddress {
+        NbdAddress::Unix {
+            socket: self.socket.clone(),
+            export: EXPORT.to_string(),
+        }
+    }
+
+    /// The qemu-nbd process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Kills qemu-nbd and waits for it to exit. The export is read-only, so killing
+    /// it cannot damage the image.
+    pub async fn stop(mut self) -> Result<(), NbdError> {
+        if let Some(mut child) = self.child.take() {
+            // Fails only if it already exited, which wait() then reports.
+            let _ = child.start_kill();
+            let status = child.wait().await.map_err(|e| NbdError::Tool {
+                tool: "qemu-nbd",
+                message: format!("cannot wait for the process to exit: {e}"),
+            })?;
+            tracing::debug!(%status, "qemu-nbd stopped");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for QemuNbd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            // Reap it without blocking: on the runtime when there is one; otherwise
+            // tokio's orphan queue collects it at a later SIGCHLD.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = child.wait().await;
+                });
+            }
+        }
+    }
+}
+
+/// A 0700 directory with a short enough path for a unix socket.
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    let builder = || {
+        let mut b = tempfile::Builder::new();
+        b.prefix("lifeboat-nbd-");
+        b
+    };
+    let dir = builder().tempdir()?;
+    if dir.path().join("nbd.sock").as_os_str().len() <= MAX_SOCKET_PATH {
+        return Ok(dir);
+    }
+    // $TMPDIR is too deep for sockaddr_un; /tmp always fits.
+    builder().tempdir_in("/tmp")
+}
+
+/// Waits until qemu-nbd answers an NBD greeting on the socket, or exits, or times out.
+async fn wait_ready(child: &mut Child, socket: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("it exited during startup ({status})"));
+        }
+        // The socket file appears at bind(); connecting proves it listens, and the
+        // probe (greeting, then NBD_OPT_ABORT) that it speaks NBD, without making
+        // qemu-nbd log a failed negotiation.
+        if socket.exists()
+            && let Ok(mut stream) = UnixStream::connect(socket).await
+            && protocol::abort_probe(&mut stream).await.is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "qemu-nbd did not accept connections within {} s",
+                START_TIMEOUT.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Forwards qemu-nbd's stderr to the log and keeps its tail for error messages.
+/// Reading it also keeps qemu-nbd from blocking on a full pipe.
+async fn drain_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!("qemu-nbd: {line}");
+        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+        t.push_str(&line);
+        t.push('\n');
+        if t.len() > STDERR_TAIL {
+            let cut = t.len() - STDERR_TAIL;
+            let cut = (cut..t.len())
+                .find(|&i| t.is_char_boundary(i))
+                .unwrap_or(t.len());
+            t.drain(..cut);
+        }
+    }
+}
+
+/// The image format `qemu-img info` detects: "qcow2", "raw", "vhdx", "vmdk", "vdi", …
+/// Uses `--force-share`, so it works on images a running VM has open.
+pub async fn detect_format(image: &Path) -> Result<String, NbdError> {
+    let tool_err = |message: String| NbdError::Tool {
+        tool: "qemu-img",
+        message,
+    };
+    let abs = tokio::fs::canonicalize(image)
+        .await
+        .map_err(|e| tool_err(format!("cannot open image {}: {e}", image.display())))?;
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "--force-share"])
+        .arg(&abs)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| NbdError::Spawn {
+            tool: "qemu-img",
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(tool_err(format!(
+            "info {} failed ({}): {}",
+            abs.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| tool_err(format!("info {} printed invalid JSON: {e}", abs.display())))?;
+    info.get("format")
+        .and_then(|f| f.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| tool_err(format!("info {} reported no format", abs.display())))
+}

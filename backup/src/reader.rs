@@ -1,0 +1,298 @@
+//! Reader stage: turns a disk source into the ordered stream of work for the workers.
+//!
+//! A full read walks the source's data ranges with several reads in flight (so an NBD
+//! export or a network block device stays busy) and feeds them, in order, to the
+//! segmenter on a thread of its own. Holes between data ranges are fed as zeros without
+//! being read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lifeboat_store::Progress;
+use lifeboat_store::format::config::RepoConfig;
+use lifeboat_store::format::manifest::Extent;
+use tokio::sync::mpsc;
+
+use crate::BackupError;
+use crate::incremental::{ReadAt, Step, incremental_pieces};
+use crate::segmenter::{Piece, Segmenter};
+use crate::source::{DiskSource, RawSource};
+
+/// Bytes per read: large enough for sequential throughput, small enough for flat memory.
+pub(crate) const READ_SIZE: usize = 4 * 1024 * 1024;
+/// Reads in flight ahead of the segmenter.
+const READ_AHEAD: usize = 4;
+
+/// One unit of work for the worker stage, in disk order.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// An extent of the previous snapshot that is known unchanged.
+    Reuse(Extent),
+    /// A piece that was read (chunk to hash and maybe store) or a zero run.
+    Piece(Piece),
+}
+
+pub(crate) type WorkSender = crossbeam_channel::Sender<(u64, Work)>;
+
+/// Shared between the reader stage and `run_backup`.
+pub(crate) struct ReadState {
+    pub stop: AtomicBool,
+    pub bytes_read: AtomicU64,
+    pub progress: Arc<Progress>,
+}
+
+impl ReadState {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Numbers work items and stops the pipeline if the workers have gone away.
+pub(crate) struct Emitter {
+    tx: WorkSender,
+    seq: u64,
+    state: Arc<ReadState>,
+}
+
+impl Emitter {
+    pub fn new(tx: WorkSender, state: Arc<ReadState>) -> Self {
+        Self { tx, seq: 0, state }
+    }
+
+    pub fn emit(&mut self, work: Work) {
+        if self.tx.send((self.seq, work)).is_err() {
+            self.state.stop.store(true, Ordering::Relaxed);
+        }
+        self.seq += 1;
+    }
+}
+
+/// Reads every data range of `source` and segments the whole disk.
+pub(crate) async fn read_full(
+    source: Arc<dyn DiskSource>,
+    config: &RepoConfig,
+    work: WorkSender,
+    state: Arc<ReadState>,
+) -> Result<(), BackupError> {
+    let size = source.size();
+    let ranges = source.data_ranges().await?;
+    if let Some(raw) = source.as_raw() {
+        let (raw, config) = (raw.clone(), config.clone());
+        return tokio::task::spawn_blocking(move || read_raw(&raw, &ranges, &config, work, &state))
+            .await
+            .expect("reader thread panicked");
+    }
+    let (buf_tx, mut buf_rx) = mpsc::channel::<(u64, Bytes)>(READ_AHEAD);
+
+    let segmenting = {
+        let (chunker, zero_run_min, state) = (config.chunker, config.zero_run_min, state.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut emitter = Emitter::new(work, state.clone());
+            let mut segmenter =
+                Segmenter::new(chunker, zero_run_min, |p| emitter.emit(Work::Piece(p)));
+            let mut pos = 0u64;
+            while let Some((offset, data)) = buf_rx.blocking_recv() {
+                if offset > pos {
+                    segmenter.feed_zeros(offset - pos);
+                    state.progress.add(offset - pos);
+                }
+                segmenter.feed(&data);
+                state.progress.add(data.len() as u64);
+                pos = offset + data.len() as u64;
+            }
+            if state.stopped() {
+                return;
+            }
+            if size > pos {
+                segmenter.feed_zeros(size - pos);
+                state.progress.add(size - pos);
+            }
+            segmenter.finish();
+        })
+    };
+
+    let reads = ranges.into_iter().flat_map(|(start, end)| {
+        (start..end)
+            .step_by(READ_SIZE)
+            .map(move |off| (off, ((end - off) as usize).min(READ_SIZE)))
+    });
+    let mut stream = futures::stream::iter(reads)
+        .map(|(off, len)| {
+            let source = source.clone();
+            async move { source.read_at(off, len).await.map(|data| (off, data)) }
+        })
+        .buffered(READ_AHEAD);
+    let mut result = Ok(());
+    while let Some(read) = stream.next().await {
+        if state.stopped() {
+            break;
+        }
+        match read {
+            Ok((off, data)) => {
+                state
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if buf_tx.send((off, data)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                state.stop.store(true, Ordering::Relaxed);
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(buf_tx);
+    segmenting.await.expect("segmenter thread panicked");
+    result
+}
+
+/// The local-file reader: one thread reads into one reused buffer and segments.
+fn read_raw(
+    source: &RawSource,
+    ranges: &[(u64, u64)],
+    config: &RepoConfig,
+    work: WorkSender,
+    state: &Arc<ReadState>,
+) -> Result<(), BackupError> {
+    let mut emitter = Emitter::new(work, state.clone());
+    let mut segmenter = Segmenter::new(config.chunker, config.zero_run_min, |p| {
+        emitter.emit(Work::Piece(p))
+    });
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut pos = 0u64;
+    for &(start, end) in ranges {
+        if start > pos {
+            segmenter.feed_zeros(start - pos);
+            state.progress.add(start - pos);
+        }
+        let mut at = start;
+        while at < end {
+            if state.stopped() {
+                return Ok(());
+            }
+            let want = ((end - at) as usize).min(READ_SIZE);
+            let n = source.read_into(&mut buf[..want], at)?;
+            if n < want {
+                return Err(BackupError::Source {
+                    path: source.path().display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "disk shrank while being read (ended at {} bytes)",
+                            at + n as u64
+                        ),
+                    ),
+                });
+            }
+            segmenter.feed(&buf[..n]);
+            state.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            state.progress.add(n as u64);
+            at += n as u64;
+        }
+        pos = end;
+    }
+    let size = source.size();
+    if size > pos {
+        segmenter.feed_zeros(size - pos);
+        state.progress.add(size - pos);
+    }
+    segmenter.finish();
+    Ok(())
+}
+
+/// Reads only around `dirty`, reusing the previous snapshot's extents everywhere else
+/// (see [`crate::incremental`]); the output equals a full read's.
+pub(crate) async fn read_incremental(
+    source: Arc<dyn DiskSource>,
+    config: &RepoConfig,
+    previous: Arc<Vec<Extent>>,
+    dirty: Vec<(u64, u64)>,
+    work: WorkSender,
+    state: Arc<ReadState>,
+) -> Result<(), BackupError> {
+    let (chunker, zero_run_min) = (config.chunker, config.zero_run_min);
+    let reader = BlockingReader {
+        source,
+        runtime: tokio::runtime::Handle::current(),
+        state: state.clone(),
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut emitter = Emitter::new(work, state.clone());
+        let size = reader.source.size();
+        let mut emit = |step: Step| {
+            let work = match step {
+                Step::Reuse { extent, .. } => Work::Reuse(extent),
+                Step::Piece(piece) => Work::Piece(piece),
+            };
+            state.progress.add(work_len(&work));
+            emitter.emit(work);
+        };
+        incremental_pieces(
+            &previous,
+            chunker,
+            zero_run_min,
+            size,
+            &dirty,
+            &reader,
+            &mut emit,
+        )
+        .map(|_| ())
+        .map_err(|source| BackupError::Source {
+            path: reader.source.describe(),
+            source,
+        })
+    })
+    .await
+    .expect("incremental reader panicked")
+}
+
+fn work_len(work: &Work) -> u64 {
+    match work {
+        Work::Reuse(extent) => extent.len(),
+        Work::Piece(Piece::Chunk { data, .. }) => data.len() as u64,
+        Work::Piece(Piece::Zero { len, .. }) => *len,
+    }
+}
+
+/// Synchronous reads for the incremental chunker, which runs on a blocking thread.
+struct BlockingReader {
+    source: Arc<dyn DiskSource>,
+    runtime: tokio::runtime::Handle,
+    state: Arc<ReadState>,
+}
+
+impl ReadAt for BlockingReader {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if self.state.stopped() {
+            return Err(std::io::Error::other("backup stopped"));
+        }
+        let n = match self.source.as_raw() {
+            Some(raw) => raw.read_into(buf, offset).map_err(std::io::Error::other)?,
+            None => {
+                // This thread is a blocking-pool thread, not a runtime worker, so
+                // waiting for the async read here cannot stall the runtime.
+                let data = self
+                    .runtime
+                    .block_on(self.source.read_at(offset, buf.len()))
+                    .map_err(std::io::Error::other)?;
+                buf.copy_from_slice(&data);
+                data.len()
+            }
+        };
+        if n < buf.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "disk shrank while being read (ended at {} bytes)",
+                    offset + n as u64
+                ),
+            ));
+        }
+        self.state.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
