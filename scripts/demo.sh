@@ -19,7 +19,8 @@ disk=$work/web01-root.img
 echo "== generating a ${size_gib} GiB sample VM disk (sparse: binaries, logs, zeroed blocks, holes)"
 truncate -s "${size_gib}G" "$disk"
 head -c 192M /dev/urandom | dd of="$disk" bs=1M seek=1 conv=notrunc status=none          # "binaries"
-yes "Nov 22 01:00:00 web01 nginx[812]: 10.0.0.7 GET /index.html 200" | head -c 256M \
+# (`yes` dies of SIGPIPE when head has enough, which pipefail would count as failure)
+{ yes "Nov 22 01:00:00 web01 nginx[812]: 10.0.0.7 GET /index.html 200" || true; } | head -c 256M \
     | dd of="$disk" bs=1M seek=400 conv=notrunc status=none                               # logs
 dd if=/dev/zero of="$disk" bs=1M seek=700 count=128 conv=notrunc status=none              # zeroed blocks
 head -c 64M /dev/urandom | dd of="$disk" bs=1M seek=1500 conv=notrunc status=none         # more data
