@@ -10,7 +10,7 @@ size_gib=${DEMO_DISK_GIB:-2}
 
 echo "== building lifeboat (release)"
 cargo build --release --quiet
-lifeboat=$PWD/target/release/lifeboat
+lifeboat=${CARGO_TARGET_DIR:-$PWD/target}/release/lifeboat
 
 rm -rf "$work"; mkdir -p "$work"
 export LIFEBOAT_REPO=$work/repo LIFEBOAT_CACHE_DIR=$work/cache LIFEBOAT_PASSWORD=demo-passphrase
