@@ -45,6 +45,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check the repository: structure always, data with --read-data
     Verify(VerifyArgs),
+    /// Forget snapshots that no keep rule keeps (deletes their manifests; the data
+    /// stays until a later `prune`, which does not exist yet, reclaims it)
+    Forget(ForgetArgs),
     /// Manage the passphrases (key slots) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
@@ -143,6 +146,44 @@ pub struct VerifyArgs {
     /// Also download and check data: all of it, or PERCENT of the packs chosen at random
     #[arg(long, value_name = "PERCENT", num_args = 0..=1, default_missing_value = "100", value_parser = parse_percent)]
     pub read_data: Option<f64>,
+}
+
+/// Rules apply to each VM disk's history separately, like restic's `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Only this VM's snapshots
+    #[arg(long)]
+    pub vm: Option<String>,
+    /// Only this disk's snapshots
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot younger than DURATION (e.g. 7d, 36h) before the newest one
+    #[arg(long, value_name = "DURATION", value_parser = lifeboat_policies::parse_duration)]
+    pub keep_within: Option<u64>,
+    /// IANA time zone whose hours, days, weeks, months and years count
+    #[arg(long, value_name = "TZ", default_value = "UTC", value_parser = lifeboat_policies::parse_timezone)]
+    pub timezone: lifeboat_policies::Tz,
+    /// Only list what would be kept and removed, and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

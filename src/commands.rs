@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots(g, a).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Verify(a) => return verify(g, a).await,
+        Command::Forget(a) => crate::forget::forget(g, a).await,
         Command::Key(k) => key(g, k).await,
     }?;
     Ok(ExitCode::SUCCESS)
@@ -50,7 +51,7 @@ fn cache_dir(g: &GlobalArgs) -> PathBuf {
 }
 
 /// Opens the repository and brings the catalog up to date.
-async fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
+pub(crate) async fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
     let (backend, _) = backend(g).await?;
     let pass = password::current(g.password_file.as_deref(), false)?;
     let repo = open_repository(backend, &pass, &cache_dir(g)).await?;
@@ -276,12 +277,12 @@ async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<21} {:<16} {:<12} {:>11}  HOST",
+        "{:<10} {:<24} {:<16} {:<12} {:>11}  HOST",
         "ID", "TIME", "VM", "DISK", "SIZE"
     );
     for s in &list {
         println!(
-            "{:<10} {:<21} {:<16} {:<12} {:>11}  {}",
+            "{:<10} {:<24} {:<16} {:<12} {:>11}  {}",
             s.short_id(),
             s.meta.time,
             s.meta.vm,
@@ -398,10 +399,10 @@ async fn key(g: &GlobalArgs, k: KeyCommand) -> Result<()> {
             if g.json {
                 print_json(&keys);
             } else {
-                println!("  {:<17} {:<21} HOST", "ID", "CREATED");
+                println!("  {:<17} {:<24} HOST", "ID", "CREATED");
                 for k in keys {
                     println!(
-                        "{} {:<17} {:<21} {}",
+                        "{} {:<17} {:<24} {}",
                         if k.current { "*" } else { " " },
                         k.id,
                         k.created,

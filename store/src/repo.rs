@@ -380,6 +380,19 @@ impl Repository {
         Ok(())
     }
 
+    /// Forgets a snapshot: deletes its manifest (`snapshots/<id>`) and its catalog
+    /// row. Its packs and index entries stay: other snapshots may share the chunks,
+    /// and only a garbage collection (`prune`) can tell which are unreferenced.
+    pub async fn forget_snapshot(&self, id: &str) -> StoreResult<()> {
+        let parsed: ChunkId = id.parse().map_err(|_| StoreError::Invalid {
+            what: "snapshot id".into(),
+            detail: format!("{id:?} is not a full snapshot id"),
+        })?;
+        self.backend.delete(&format::snapshot_key(&parsed)).await?;
+        let id = id.to_string();
+        self.with_catalog(move |c| c.remove_snapshot(&id)).await
+    }
+
     /// Every snapshot in the catalog (call [`Self::sync_catalog`] first), oldest first.
     pub async fn snapshots(&self) -> StoreResult<Vec<SnapshotSummary>> {
         let rows = self.with_catalog(|c| c.snapshots()).await?;

@@ -1,0 +1,489 @@
+//! The configuration file (`/etc/lifeboat/lifeboat.toml` by default): repositories,
+//! protection groups, their schedules, retention, RPO and the VMs and disks they
+//! protect.
+//!
+//! ```toml
+//! [[repository]]
+//! name = "onsite"
+//! url = "s3://backups/lifeboat?endpoint=http://minio:9000"
+//! immutability = "30d"
+//!
+//! [[group]]
+//! name = "prod"
+//! repository = "onsite"
+//! schedule = "0 1 * * *"
+//! timezone = "Europe/Berlin"
+//! rpo = "24h"
+//! retention = { keep_daily = 14, keep_weekly = 8, keep_monthly = 12, keep_yearly = 3 }
+//!
+//! [[group.vm]]
+//! name = "web01"
+//! [[group.vm.disk]]
+//! image = "/var/lib/libvirt/images/web01.qcow2"
+//! [[group.vm.disk]]
+//! name = "data"
+//! qmp = "/run/qemu/web01.qmp"
+//! drive = "drive-virtio1"
+//! ```
+//!
+//! Parsing is two steps: serde reads the text into `Raw*` types that keep every
+//! value's byte span, then validation turns them into the checked types below. Every
+//! problem (all of them, not just the first) names file, line, column and key, and
+//! says what to write instead: an operator fixing a config at 01:00 should not need
+//! a second attempt to find the second mistake.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono_tz::Tz;
+use toml::Spanned;
+
+use crate::duration::parse_duration;
+use crate::retention::Retention;
+use crate::schedule::{Schedule, parse_timezone};
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub repositories: Vec<RepositoryConfig>,
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryConfig {
+    pub name: String,
+    pub url: String,
+    /// Seconds every object stays locked (S3 Object Lock), if set.
+    pub immutability: Option<u64>,
+}
+
+/// A protection group: VMs backed up together on one schedule into one repository.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// Name of a [`RepositoryConfig`] (checked to exist).
+    pub repository: String,
+    pub schedule: Schedule,
+    pub timezone: Tz,
+    /// Seconds; the oldest a disk's last good backup may be before it is at risk.
+    pub rpo: Option<u64>,
+    pub retention: Retention,
+    pub vms: Vec<Vm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    pub disks: Vec<Disk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// As recorded in snapshots: given, or the image's file stem, or the drive name.
+    pub name: String,
+    pub source: DiskSource,
+}
+
+/// Where a disk is read from: exactly one per disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A disk image or block device.
+    Image(PathBuf),
+    /// A drive of a running QEMU VM, through its QMP socket.
+    Qmp { socket: PathBuf, drive: String },
+    /// An NBD export (`nbd://…` or `nbd+unix://…`).
+    Nbd(String),
+}
+
+/// One problem in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Dotted TOML key, e.g. `group.retention.keep_within`; empty for syntax errors.
+    pub key: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+/// Everything wrong with a configuration file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: ", self.file, p.line, p.column)?;
+            if !p.key.is_empty() {
+                write!(f, "{}: ", p.key)?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+mod raw;
+
+use raw::{RawConfig, RawDisk, RawGroup, RawRetention, RawVm};
+
+/// Parses and validates a configuration. `file_name` is only used in messages.
+pub fn parse_config(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let key = key_at(text, span.clone());
+            let message = e.message().trim_end().replace('\n', " ");
+            v.problem(span.start, key, message);
+            return Err(v.into_error(file_name));
+        }
+    };
+    let config = v.check(raw);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(v.into_error(file_name))
+    }
+}
+
+/// The key a syntax or type error is about: for a bad value the `key =` before it on
+/// its line, for an unknown key the spanned text itself; empty if neither.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> &str {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    if let Some((key, _)) = text[line_start..start].split_once('=')
+        && is_bare_key(key.trim())
+    {
+        return key.trim();
+    }
+    let at = text.get(span).unwrap_or("").trim();
+    if is_bare_key(at) { at } else { "" }
+}
+
+fn is_bare_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        self.problems.push(Problem {
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn into_error(mut self, file: &str) -> ConfigError {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError {
+            file: file.to_string(),
+            problems: self.problems,
+        }
+    }
+
+    /// A non-empty name, unique among `seen` (which maps names to where they were first used).
+    fn name(
+        &mut self,
+        name: &Spanned<String>,
+        key: &str,
+        what: &str,
+        seen: &mut HashMap<String, usize>,
+    ) {
+        let at = name.span().start;
+        if name.get_ref().trim().is_empty() {
+            self.problem(at, key, format!("{what} name is empty; give it a name"));
+        } else if name.get_ref().contains('/') {
+            self.problem(
+                at,
+                key,
+                format!(
+                    "{what} name {:?} contains '/'; use letters, digits, '-', '_' or '.'",
+                    name.get_ref()
+                ),
+            );
+        } else if let Some(&first) = seen.get(name.get_ref()) {
+            let first_line = self.text[..first].matches('\n').count() + 1;
+            self.problem(
+                at,
+                key,
+                format!(
+                    "duplicate {what} name {:?} (first used on line {first_line}); names must be unique",
+                    name.get_ref()
+                ),
+            );
+        } else {
+            seen.insert(name.get_ref().clone(), at);
+        }
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, key: &str, ctx: &str) -> Option<u64> {
+        let value = value.as_ref()?;
+        match parse_duration(value.get_ref()) {
+            Ok(secs) => Some(secs),
+            Err(e) => {
+                self.problem(value.span().start, key, format!("{ctx}{e}"));
+                None
+            }
+        }
+    }
+
+    fn check(&mut self, raw: RawConfig) -> Config {
+        let mut names = HashMap::new();
+        let mut repositories = Vec::new();
+        for r in raw.repository {
+            self.name(&r.name, "repository.name", "repository", &mut names);
+            if r.url.get_ref().trim().is_empty() {
+                self.problem(
+                    r.url.span().start,
+                    "repository.url",
+                    "empty url; write a path, file:///path or s3://bucket/prefix",
+                );
+            }
+            let immutability = self.duration(&r.immutability, "repository.immutability", "");
+            repositories.push(RepositoryConfig {
+                name: r.name.into_inner(),
+                url: r.url.into_inner(),
+                immutability,
+            });
+        }
+        let mut group_names = HashMap::new();
+        let mut groups = Vec::new();
+        for g in raw.group {
+            self.name(&g.name, "group.name", "group", &mut group_names);
+            if let Some(group) = self.group(g, &repositories) {
+                groups.push(group);
+            }
+        }
+        Config {
+            repositories,
+            groups,
+        }
+    }
+
+    fn group(&mut self, g: RawGroup, repositories: &[RepositoryConfig]) -> Option<Group> {
+        let ctx = format!("group {:?}: ", g.name.get_ref());
+        if !repositories
+            .iter()
+            .any(|r| r.name == *g.repository.get_ref())
+        {
+            let known: std::collections::BTreeSet<String> = repositories
+                .iter()
+                .map(|r| format!("{:?}", r.name))
+                .collect();
+            let known: Vec<String> = known.into_iter().collect();
+            let hint = if known.is_empty() {
+                "add a [[repository]] table with that name".to_string()
+            } else {
+                format!(
+                    "use one of {}, or add a [[repository]] with that name",
+                    known.join(", ")
+                )
+            };
+            self.problem(
+                g.repository.span().start,
+                "group.repository",
+                format!(
+                    "{ctx}unknown repository {:?}; {hint}",
+                    g.repository.get_ref()
+                ),
+            );
+        }
+        let timezone = match parse_timezone(g.timezone.get_ref()) {
+            Ok(tz) => Some(tz),
+            Err(e) => {
+                self.problem(
+                    g.timezone.span().start,
+                    "group.timezone",
+                    format!("{ctx}{e}"),
+                );
+                None
+            }
+        };
+        let schedule = match crate::schedule::parse_cron(g.schedule.get_ref()) {
+            Ok(_) => timezone.and_then(|tz| Schedule::new(g.schedule.get_ref(), tz.name()).ok()),
+            Err(e) => {
+                self.problem(
+                    g.schedule.span().start,
+                    "group.schedule",
+                    format!("{ctx}{e}"),
+                );
+                None
+            }
+        };
+        let rpo = self.duration(&g.rpo, "group.rpo", &ctx);
+        let retention = self.retention(&g.retention, &ctx);
+        let mut vm_names = HashMap::new();
+        let mut vms = Vec::new();
+        for vm in &g.vm {
+            self.name(&vm.get_ref().name, "group.vm.name", "VM", &mut vm_names);
+            vms.push(self.vm(vm, &ctx));
+        }
+        Some(Group {
+            name: g.name.into_inner(),
+            repository: g.repository.into_inner(),
+            schedule: schedule?,
+            timezone: timezone?,
+            rpo,
+            retention: retention?,
+            vms,
+        })
+    }
+
+    fn retention(&mut self, r: &Spanned<RawRetention>, ctx: &str) -> Option<Retention> {
+        let raw = r.get_ref();
+        let keep_within = self.duration(&raw.keep_within, "group.retention.keep_within", ctx);
+        let retention = Retention {
+            keep_last: raw.keep_last,
+            keep_hourly: raw.keep_hourly,
+            keep_daily: raw.keep_daily,
+            keep_weekly: raw.keep_weekly,
+            keep_monthly: raw.keep_monthly,
+            keep_yearly: raw.keep_yearly,
+            keep_within,
+        };
+        if raw.keep_within.is_none() && retention.keeps_nothing() {
+            self.problem(
+                r.span().start,
+                "group.retention",
+                format!(
+                    "{ctx}this retention keeps nothing, so every snapshot would be forgotten; \
+                     set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, \
+                     keep_monthly, keep_yearly or keep_within"
+                ),
+            );
+            return None;
+        }
+        Some(retention)
+    }
+
+    fn vm(&mut self, vm: &Spanned<RawVm>, group_ctx: &str) -> Vm {
+        let raw = vm.get_ref();
+        let ctx = format!("{group_ctx}VM {:?}: ", raw.name.get_ref());
+        if raw.disk.is_empty() {
+            self.problem(
+                vm.span().start,
+                "group.vm.disk",
+                format!(
+                    "{ctx}no disks; add a [[group.vm.disk]] table with image, qmp + drive, or nbd"
+                ),
+            );
+        }
+        let mut disk_names = HashMap::new();
+        let mut disks = Vec::new();
+        for (i, d) in raw.disk.iter().enumerate() {
+            let dctx = format!("{ctx}disk {}: ", i + 1);
+            if let Some(disk) = self.disk(d, &dctx) {
+                let name = Spanned::new(
+                    d.get_ref().name.as_ref().map_or(d.span(), |n| n.span()),
+                    disk.name.clone(),
+                );
+                self.name(&name, "group.vm.disk.name", "disk", &mut disk_names);
+                disks.push(disk);
+            }
+        }
+        Vm {
+            name: raw.name.get_ref().clone(),
+            disks,
+        }
+    }
+
+    fn disk(&mut self, d: &Spanned<RawDisk>, ctx: &str) -> Option<Disk> {
+        let raw = d.get_ref();
+        let at = d.span().start;
+        let sources: Vec<&str> = [
+            ("image", raw.image.is_some()),
+            ("qmp", raw.qmp.is_some() || raw.drive.is_some()),
+            ("nbd", raw.nbd.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| k)
+        .collect();
+        let what = "give exactly one source: image = \"/path\", qmp = \"/socket\" with drive = \"node\", or nbd = \"nbd://host/export\"";
+        let source = match sources.as_slice() {
+            [] => {
+                self.problem(at, "group.vm.disk", format!("{ctx}no source; {what}"));
+                return None;
+            }
+            [_, _, ..] => {
+                self.problem(
+                    at,
+                    "group.vm.disk",
+                    format!(
+                        "{ctx}{} sources ({}); {what}",
+                        sources.len(),
+                        sources.join(", ")
+                    ),
+                );
+                return None;
+            }
+            ["image"] => DiskSource::Image(PathBuf::from(raw.image.as_ref()?.get_ref())),
+            ["nbd"] => DiskSource::Nbd(raw.nbd.as_ref()?.get_ref().clone()),
+            _ => match (&raw.qmp, &raw.drive) {
+                (Some(qmp), Some(drive)) => DiskSource::Qmp {
+                    socket: PathBuf::from(qmp.get_ref()),
+                    drive: drive.get_ref().clone(),
+                },
+                (Some(qmp), None) => {
+                    self.problem(
+                        qmp.span().start,
+                        "group.vm.disk.qmp",
+                        format!("{ctx}qmp needs drive = \"<block node name>\" too"),
+                    );
+                    return None;
+                }
+                (None, Some(drive)) => {
+                    self.problem(
+                        drive.span().start,
+                        "group.vm.disk.drive",
+                        format!("{ctx}drive needs qmp = \"<QMP socket path>\" too"),
+                    );
+                    return None;
+                }
+                (None, None) => unreachable!("the qmp source is only chosen when one is set"),
+            },
+        };
+        // Same default names as `lifeboat backup`, so config and CLI backups line up.
+        let name = match (&raw.name, &source) {
+            (Some(n), _) => n.get_ref().clone(),
+            (None, DiskSource::Image(p)) => p.file_stem()?.to_string_lossy().into_owned(),
+            (None, DiskSource::Qmp { drive, .. }) => drive.clone(),
+            (None, DiskSource::Nbd(_)) => {
+                self.problem(
+                    at,
+                    "group.vm.disk.name",
+                    format!("{ctx}an NBD disk needs name = \"...\" (its URI says nothing stable)"),
+                );
+                return None;
+            }
+        };
+        Some(Disk { name, source })
+    }
+}

@@ -1,0 +1,18 @@
+//! Lifeboat's policies: the TOML configuration (repositories, protection groups,
+//! schedules, retention, RPO, immutability), schedule arithmetic and retention
+//! decisions.
+//!
+//! Everything here is pure: no files, no network, no clock (callers pass `now`).
+//! That keeps the decisions that destroy data — which snapshots to forget — testable
+//! against hand-computed tables, and lets the CLI, the daemon and `status` share them.
+
+pub mod config;
+pub mod duration;
+pub mod retention;
+pub mod schedule;
+
+pub use chrono_tz::Tz;
+pub use config::{Config, ConfigError, parse_config};
+pub use duration::{format_duration, parse_duration};
+pub use retention::{Decision, Retention, SnapshotRef, apply_retention, group_by_disk};
+pub use schedule::{Schedule, parse_timezone};

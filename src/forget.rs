@@ -1,0 +1,127 @@
+//! `lifeboat forget`: applies a retention rule given as flags to every (VM, disk)
+//! history, and deletes the manifests of the snapshots no rule keeps.
+//!
+//! Only manifests go: the chunks and packs stay until a garbage collection (`prune`,
+//! not built yet) finds them unreferenced, so forget is quick and never touches data
+//! another snapshot might share.
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use lifeboat_policies::{Decision, Retention, SnapshotRef, apply_retention};
+
+use crate::args::{ForgetArgs, GlobalArgs};
+use crate::commands::open;
+use crate::output::print_json;
+
+const PRUNE_NOTE: &str = "forgotten snapshots' data stays in the repository until `lifeboat prune` (not available yet) reclaims it";
+
+pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
+    let rule = Retention {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within: a.keep_within,
+    };
+    // Checked before opening the repository: with no rule, every snapshot would go.
+    if rule.keeps_nothing() {
+        bail!(
+            "no keep rule given, so forget would remove every snapshot; pass at least one of \
+             --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
+             --keep-yearly or --keep-within"
+        );
+    }
+    let repo = open(g).await?;
+    let mut refs = Vec::new();
+    for s in repo.snapshots().await? {
+        if a.vm.as_deref().is_some_and(|v| s.meta.vm != v)
+            || a.disk.as_deref().is_some_and(|d| s.meta.disk != d)
+        {
+            continue;
+        }
+        let time: DateTime<Utc> = DateTime::parse_from_rfc3339(&s.meta.time)
+            .with_context(|| format!("snapshot {} has a bad time {:?}", s.id, s.meta.time))?
+            .with_timezone(&Utc);
+        refs.push(SnapshotRef {
+            id: s.id,
+            vm: s.meta.vm,
+            disk: s.meta.disk,
+            time,
+        });
+    }
+    let decisions = apply_retention(&refs, &rule, Utc::now(), a.timezone);
+    let mut removed = Vec::new();
+    if !a.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            repo.forget_snapshot(&d.snapshot.id)
+                .await
+                .with_context(|| format!("forgetting snapshot {}", d.snapshot.id))?;
+            removed.push(d.snapshot.id.clone());
+        }
+    }
+    report(g, &a, &rule, &decisions, &removed);
+    Ok(())
+}
+
+fn report(
+    g: &GlobalArgs,
+    a: &ForgetArgs,
+    rule: &Retention,
+    decisions: &[Decision],
+    removed: &[String],
+) {
+    let forget_count = decisions.iter().filter(|d| !d.keep).count();
+    if g.json {
+        print_json(&serde_json::json!({
+            "dry_run": a.dry_run,
+            "rule": rule.describe(),
+            "timezone": a.timezone.name(),
+            "decisions": decisions,
+            "kept": decisions.len() - forget_count,
+            "forgotten": if a.dry_run { 0 } else { removed.len() },
+            "would_forget": if a.dry_run { forget_count } else { 0 },
+            "note": PRUNE_NOTE,
+        }));
+        return;
+    }
+    if g.quiet {
+        return;
+    }
+    println!(
+        "rule: keep {} (periods in {})",
+        rule.describe(),
+        a.timezone.name()
+    );
+    let mut disk = None;
+    for d in decisions {
+        let s = &d.snapshot;
+        if disk != Some((&s.vm, &s.disk)) {
+            println!("{}/{}:", s.vm, s.disk);
+            disk = Some((&s.vm, &s.disk));
+        }
+        let verdict = match (d.keep, a.dry_run) {
+            (true, _) => "keep  ",
+            (false, true) => "remove",
+            (false, false) => "removed",
+        };
+        println!(
+            "  {verdict:<7} {} {}  {}",
+            &s.id[..8.min(s.id.len())],
+            s.time.format("%Y-%m-%dT%H:%M:%SZ"),
+            d.reasons.join(", ")
+        );
+    }
+    let kept = decisions.len() - forget_count;
+    if a.dry_run {
+        println!(
+            "dry run: would keep {kept} and remove {forget_count} snapshot(s); nothing changed"
+        );
+    } else {
+        println!(
+            "kept {kept}, removed {} snapshot(s); {PRUNE_NOTE}",
+            removed.len()
+        );
+    }
+}
