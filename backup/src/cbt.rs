@@ -250,6 +250,7 @@ async fn prepare_qcow2(
             .find(|b| b.name == name)
             .map(|b| !b.flags.iter().any(|f| f == "in-use"))
     };
+    let previous_exists = previous.is_some();
     let plan: Result<(Previous, String), String> = match previous {
         None => Err("first backup of this disk".into()),
         Some(p) => match p.manifest.meta.cbt_bitmap.clone() {
@@ -273,8 +274,12 @@ async fn prepare_qcow2(
             },
         },
     };
-    if let Err(reason) = &plan {
-        tracing::warn!("{}: full read: {reason}", image.display());
+    // A first backup reading everything is expected; losing a bitmap is worth a warning
+    // (like Proxmox's "existing bitmap was invalid and has been cleared").
+    match (&plan, previous_exists) {
+        (Err(reason), true) => tracing::warn!("{}: full read: {reason}", image.display()),
+        (Err(reason), false) => tracing::info!("{}: full read: {reason}", image.display()),
+        (Ok(_), _) => {}
     }
     let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
     qemu_img(&["bitmap", "--add"], image, &[&new_bitmap]).await?;
