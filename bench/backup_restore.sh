@@ -96,6 +96,8 @@ lb_commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     lb_commit="$lb_commit+dirty"
 fi
+# The binary need not be built from this tree: say which file it is and when it was built.
+lb_commit="binary $lifeboat of $(date -u -r "$lifeboat" '+%Y-%m-%d %H:%M UTC'); tree $lb_commit"
 restic_version=$("$restic" version | awk '{print $2}')
 machine="$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores ($cpu), $mem RAM, $(uname -sr);\
  fs $(df -T "$workdir" | awk 'NR==2 {print $2}'); $lb_version ($lb_commit); restic $restic_version;\
@@ -311,6 +313,13 @@ print("%-*s %*s %*s  %-*s %-*s %s" % (w[0], "", w[1], "Lifeboat", w[2], "restic"
 for label, a, b, ratio, goal, met in rows:
     mark = "" if met is None else ("yes" if met else "NO")
     print("%-*s %*s %*s  %-*s %-*s %s" % (w[0], label, w[1], a, w[2], b, w[3], ratio, w[4], goal, mark))
+if runs > 1:
+    def per_run(key):
+        a = [float(v) for v in vals["lifeboat"][key]]
+        b = [float(v) for v in vals["restic"][key]]
+        return " ".join("%.2f" % (y / x) for x, y in zip(a, b))
+    print("per-run throughput ratios (LB/restic): backup %s; restore %s"
+          % (per_run("backup_secs"), per_run("restore_secs")))
 print()
 print("wall seconds: backup LB %.2f / restic %.2f; restore LB %.2f / restic %.2f (with fsync %.2f / %.2f)" % (
     lb["backup_secs"], rs["backup_secs"], lb["restore_secs"], rs["restore_secs"],
