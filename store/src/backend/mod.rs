@@ -9,6 +9,7 @@
 pub mod address;
 pub mod local;
 pub mod s3;
+mod s3_text;
 
 use async_trait::async_trait;
 use bytes::Bytes;
