@@ -46,8 +46,10 @@ pub enum Command {
     /// Check the repository: structure always, data with --read-data
     Verify(VerifyArgs),
     /// Forget snapshots that no keep rule keeps (deletes their manifests; the data
-    /// stays until a later `prune`, which does not exist yet, reclaims it)
+    /// stays until `prune` reclaims it)
     Forget(ForgetArgs),
+    /// Reclaim space: delete data no snapshot uses (safe while backups run)
+    Prune(PruneArgs),
     /// Manage the passphrases (key slots) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
@@ -73,6 +75,45 @@ pub struct InitArgs {
     /// Create the bucket (or directory) if it does not exist
     #[arg(long)]
     pub create_bucket: bool,
+    /// Immutable backups: lock every pack, index and snapshot with S3 Object Lock for
+    /// this long (e.g. 30d). The bucket must have Object Lock enabled
+    /// (`--create-bucket` creates it so). Fixed for the repository's lifetime.
+    #[arg(long, value_name = "DURATION", value_parser = lifeboat_policies::parse_duration)]
+    pub immutable: Option<u64>,
+    /// With --immutable: `compliance` (nobody can delete early, not even the bucket
+    /// owner) or `governance` (principals with s3:BypassGovernanceRetention can)
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "compliance",
+        requires = "immutable"
+    )]
+    pub lock_mode: LockModeArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LockModeArg {
+    Compliance,
+    Governance,
+}
+
+/// Garbage collection in two phases a grace period apart: mark condemns unused packs,
+/// a later prune sweeps (deletes) them. Run it regularly, e.g. daily.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Data must be unused and this old before it is condemned, and condemned data
+    /// waits this long before deletion. Must exceed your longest backup run.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = lifeboat_policies::parse_duration)]
+    pub grace: u64,
+    /// Repack packs with less than this share of live data (percent)
+    #[arg(long, value_name = "PERCENT", default_value = "50", value_parser = parse_percent_or_zero)]
+    pub repack_below: f64,
+    /// How long the GC lease lasts if this prune dies without releasing it
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = lifeboat_policies::parse_duration)]
+    pub lease: u64,
+    /// Report what would be condemned, repacked and deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +260,18 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         }
     };
     u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+}
+
+fn parse_percent_or_zero(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} must be in [0, 100]"))
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lifeboat_backup::{BackupRequest, run_backup};
 use lifeboat_restore::{RestoreRequest, VerifyOptions, restore_snapshot, verify_repository};
+use lifeboat_store::backend::LockMode;
 use lifeboat_store::backend::address::{BackendOptions, RepoAddress};
 use lifeboat_store::backend::open_backend;
-use lifeboat_store::format::config::ChunkerParams;
+use lifeboat_store::format::config::{ChunkerParams, Immutability};
 use lifeboat_store::keyslot::DEFAULT_KDF;
 use lifeboat_store::{
     Backend, InitOptions, Progress, Repository, default_cache_dir, init_repository, open_repository,
 };
 
 use crate::args::{
-    BackupArgs, Cli, Command, GlobalArgs, InitArgs, KeyCommand, RestoreArgs, SnapshotsArgs,
-    VerifyArgs,
+    BackupArgs, Cli, Command, GlobalArgs, InitArgs, KeyCommand, LockModeArg, RestoreArgs,
+    SnapshotsArgs, VerifyArgs,
 };
 use crate::output::{ProgressGuard, bytes, print_json, rate};
 use crate::password;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore(g, a).await,
         Command::Verify(a) => return verify(g, a).await,
         Command::Forget(a) => crate::forget::forget(g, a).await,
+        Command::Prune(a) => crate::prune::prune(g, a).await,
         Command::Key(k) => key(g, k).await,
     }?;
     Ok(ExitCode::SUCCESS)
@@ -83,6 +85,13 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
         // A local repository is just a directory: creating it is what `init` means.
         create_container: a.create_bucket || matches!(address, RepoAddress::Local(_)),
         kdf: DEFAULT_KDF,
+        immutability: a.immutable.map(|period_secs| Immutability {
+            period_secs,
+            mode: match a.lock_mode {
+                LockModeArg::Compliance => LockMode::Compliance,
+                LockModeArg::Governance => LockMode::Governance,
+            },
+        }),
     };
     let pass = password::current(g.password_file.as_deref(), true)?;
     let repo = init_repository(backend, &pass, &options, &cache_dir(g)).await?;
@@ -92,12 +101,20 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             "id": repo.config().id,
             "chunker": repo.config().chunker,
             "key_slot": repo.slot_id(),
+            "immutability": repo.config().immutability,
         }));
     } else if !g.quiet {
         println!(
             "created repository {} at {location}",
             &repo.config().id[..8]
         );
+        if let Some(i) = repo.config().immutability {
+            println!(
+                "immutable: every pack, index and snapshot is locked ({:?} mode) for {} after it is written",
+                i.mode,
+                lifeboat_policies::format_duration(i.period_secs)
+            );
+        }
         println!(
             "keep the passphrase safe: without it the backups cannot be read by anyone, including you"
         );

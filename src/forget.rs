@@ -1,19 +1,21 @@
 //! `lifeboat forget`: applies a retention rule given as flags to every (VM, disk)
 //! history, and deletes the manifests of the snapshots no rule keeps.
 //!
-//! Only manifests go: the chunks and packs stay until a garbage collection (`prune`,
-//! not built yet) finds them unreferenced, so forget is quick and never touches data
+//! Only manifests go: the chunks and packs stay until a garbage collection (`prune`)
+//! finds them unreferenced, so forget is quick and never touches data
 //! another snapshot might share.
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use lifeboat_policies::{Decision, Retention, SnapshotRef, apply_retention};
+use lifeboat_store::{BackendError, StoreError};
 
 use crate::args::{ForgetArgs, GlobalArgs};
 use crate::commands::open;
 use crate::output::print_json;
 
-const PRUNE_NOTE: &str = "forgotten snapshots' data stays in the repository until `lifeboat prune` (not available yet) reclaims it";
+const PRUNE_NOTE: &str =
+    "forgotten snapshots' data stays in the repository until `lifeboat prune` reclaims it";
 
 pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     let rule = Retention {
@@ -53,15 +55,26 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     }
     let decisions = apply_retention(&refs, &rule, Utc::now(), a.timezone);
     let mut removed = Vec::new();
+    let mut locked = Vec::new();
     if !a.dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
-            repo.forget_snapshot(&d.snapshot.id)
-                .await
-                .with_context(|| format!("forgetting snapshot {}", d.snapshot.id))?;
-            removed.push(d.snapshot.id.clone());
+            match repo.forget_snapshot(&d.snapshot.id).await {
+                Ok(()) => removed.push(d.snapshot.id.clone()),
+                // Immutable repository: history stays until its lock runs out.
+                Err(StoreError::Backend(e @ BackendError::Locked { .. })) => {
+                    if !g.quiet {
+                        eprintln!("warning: snapshot {} kept: {e}", d.snapshot.id);
+                    }
+                    locked.push(d.snapshot.id.clone());
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("forgetting snapshot {}", d.snapshot.id));
+                }
+            }
         }
     }
-    report(g, &a, &rule, &decisions, &removed);
+    report(g, &a, &rule, &decisions, &removed, &locked);
     Ok(())
 }
 
@@ -71,6 +84,7 @@ fn report(
     rule: &Retention,
     decisions: &[Decision],
     removed: &[String],
+    locked: &[String],
 ) {
     let forget_count = decisions.iter().filter(|d| !d.keep).count();
     if g.json {
@@ -81,6 +95,7 @@ fn report(
             "decisions": decisions,
             "kept": decisions.len() - forget_count,
             "forgotten": if a.dry_run { 0 } else { removed.len() },
+            "locked": locked,
             "would_forget": if a.dry_run { forget_count } else { 0 },
             "note": PRUNE_NOTE,
         }));
@@ -104,6 +119,7 @@ fn report(
         let verdict = match (d.keep, a.dry_run) {
             (true, _) => "keep  ",
             (false, true) => "remove",
+            (false, false) if locked.contains(&s.id) => "locked",
             (false, false) => "removed",
         };
         println!(

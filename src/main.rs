@@ -7,6 +7,7 @@ mod commands;
 mod forget;
 mod output;
 mod password;
+mod prune;
 
 use std::process::ExitCode;
 

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     indexed INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_unindexed ON chunks(indexed) WHERE indexed = 0;
+-- Forgetting a pack (prune, verify, repair) must not scan every chunk.
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
 CREATE TABLE IF NOT EXISTS index_objects (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     id   TEXT PRIMARY KEY,
@@ -41,6 +43,22 @@ CREATE TABLE IF NOT EXISTS snapshots (
     time TEXT NOT NULL,
     meta TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Prune plans seen in the repository (gc/), so backups can tell whether data they
+-- reuse is being garbage-collected; see gc/guard.rs.
+CREATE TABLE IF NOT EXISTS gc_plans (
+    key         TEXT PRIMARY KEY,
+    sweep_after INTEGER NOT NULL,
+    done        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gc_condemned (
+    pack    BLOB NOT NULL,
+    plan    TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (pack, plan)
+) WITHOUT ROWID;
+-- Object Lock retain-until times this host has set (unix seconds), so prune extends
+-- each lock once per half period instead of asking the bucket about every object.
+CREATE TABLE IF NOT EXISTS object_locks (key TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// Where one stored chunk is.
@@ -73,7 +91,7 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn blob_id(bytes: Vec<u8>) -> rusqlite::Result<ChunkId> {
+pub(crate) fn blob_id(bytes: Vec<u8>) -> rusqlite::Result<ChunkId> {
     bytes.try_into().map(ChunkId).map_err(|_| {
         rusqlite::Error::InvalidColumnType(0, "id".into(), rusqlite::types::Type::Blob)
     })
@@ -107,16 +125,24 @@ impl Catalog {
         &self.path
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Catalog {
             path: self.path.display().to_string(),
             source,
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let mut conn = self.conn.lock().expect("catalog mutex poisoned");
         f(&mut conn).map_err(|e| self.err(e))
+    }
+
+    /// A private connection (its TEMP tables are its own): prune's working set.
+    pub(crate) fn connection(&self) -> StoreResult<Connection> {
+        open_conn(&self.path).map_err(|e| self.err(e))
     }
 
     /// A separate read connection for a backup worker thread.
@@ -130,7 +156,7 @@ impl Catalog {
         self.with(|c| locate(c, id))
     }
 
-    fn insert_entries(
+    pub(crate) fn insert_entries(
         tx: &rusqlite::Transaction<'_>,
         pack: &ChunkId,
         entries: &[PackEntry],
@@ -213,6 +239,18 @@ impl Catalog {
         })
     }
 
+    /// Forgets index objects that were deleted (their entries stay if still listed
+    /// by other index objects: prune writes the replacements first).
+    pub fn remove_index_objects(&self, names: &[String]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for name in names {
+                tx.execute("DELETE FROM index_objects WHERE id = ?1", [name])?;
+            }
+            tx.commit()
+        })
+    }
+
     pub fn index_objects(&self) -> StoreResult<Vec<String>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT id FROM index_objects")?;
@@ -232,7 +270,10 @@ impl Catalog {
     /// the catalog trusted packs that are gone).
     pub fn reset_all(&self) -> StoreResult<()> {
         self.with(|c| {
-            c.execute_batch("DELETE FROM chunks; DELETE FROM index_objects; DELETE FROM snapshots;")
+            c.execute_batch(
+                "DELETE FROM chunks; DELETE FROM index_objects; DELETE FROM snapshots;
+                 DELETE FROM gc_plans; DELETE FROM gc_condemned;",
+            )
         })
     }
 

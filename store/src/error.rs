@@ -40,6 +40,12 @@ pub enum StoreError {
     },
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "snapshot not committed: {detail}. Nothing was lost — the earlier snapshots are intact; run the backup again and it will upload the affected data afresh"
+    )]
+    GcConflict { detail: String },
+    #[error("{0}")]
+    Busy(String),
     #[error("invalid {what}: {detail}")]
     Invalid { what: String, detail: String },
     #[error("local I/O on {path}")]
@@ -54,6 +60,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Backend(e) => e.is_retryable(),
+            StoreError::GcConflict { .. } | StoreError::Busy(_) => true,
             _ => false,
         }
     }

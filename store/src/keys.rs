@@ -14,7 +14,8 @@ use crate::backend::{Backend, BackendError};
 use crate::crypto::{MasterKey, RepoKeys};
 use crate::error::{StoreError, StoreResult};
 use crate::format::config::{
-    ChunkerParams, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, DEFAULT_ZERO_RUN_MIN, RepoConfig,
+    ChunkerParams, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, DEFAULT_ZERO_RUN_MIN,
+    Immutability, RepoConfig,
 };
 use crate::format::{CONFIG_KEY, FORMAT_VERSION, KEYS_PREFIX, MARKER_KEY, Marker};
 use crate::keyslot::{self, DEFAULT_KDF, KdfParams, KeySlot, KeySlotError};
@@ -33,6 +34,8 @@ pub struct InitOptions {
     /// Create the bucket / directory if it does not exist.
     pub create_container: bool,
     pub kdf: KdfParams,
+    /// Lock every backup object for this long (the bucket must have Object Lock).
+    pub immutability: Option<Immutability>,
 }
 
 impl Default for InitOptions {
@@ -43,6 +46,7 @@ impl Default for InitOptions {
             pack_size: DEFAULT_PACK_SIZE,
             create_container: false,
             kdf: DEFAULT_KDF,
+            immutability: None,
         }
     }
 }
@@ -160,7 +164,11 @@ pub async fn init_repository(
         });
     }
     if options.create_container {
-        backend.create_container().await?;
+        if options.immutability.is_some() {
+            backend.create_locked_container().await?;
+        } else {
+            backend.create_container().await?;
+        }
     }
     let location = backend.location();
     backend.check_reachable().await.map_err(|e| match e {
@@ -171,6 +179,16 @@ pub async fn init_repository(
     })?;
     if read_marker(backend.as_ref()).await?.is_some() {
         return Err(StoreError::AlreadyInitialized { location });
+    }
+    if options.immutability.is_some() && !backend.object_lock_enabled().await? {
+        return Err(StoreError::Invalid {
+            what: "immutability".into(),
+            detail: format!(
+                "{location} does not have S3 Object Lock enabled, so backups could not be made \
+                 immutable; create the bucket with Object Lock (`--create-bucket` does that \
+                 for a new bucket) or drop --immutable"
+            ),
+        });
     }
     // Key slots without a marker are what an interrupted `init` leaves; they wrap a
     // master key nothing was ever written with. Clear them so the new slot is the only one.
@@ -190,6 +208,7 @@ pub async fn init_repository(
         zero_run_min: DEFAULT_ZERO_RUN_MIN,
         compression_level: options.compression_level,
         pack_size: options.pack_size,
+        immutability: options.immutability,
     };
     // Order: key slot and config first, the marker last — a repository without its
     // marker is "not initialised", and `init` can be run again (it clears leftover slots).

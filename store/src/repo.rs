@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use futures::StreamExt;
 
 use crate::backend::Backend;
+use crate::backend::locking::LockingBackend;
 use crate::catalog::Catalog;
 use crate::crypto::{ChunkId, MasterKey, RepoKeys};
 use crate::error::{StoreError, StoreResult};
@@ -146,6 +147,15 @@ impl Repository {
         let location = blake3::hash(backend.location().as_bytes()).to_hex();
         let file = format!("{}-{}.sqlite", config.id, &location[..16]);
         let catalog = Catalog::open(&cache_dir.join(file))?;
+        // Wrapped after the location is taken so both views name the same place.
+        let backend: Arc<dyn Backend> = match config.immutability {
+            Some(i) => Arc::new(LockingBackend::new(
+                backend,
+                i.mode,
+                std::time::Duration::from_secs(i.period_secs),
+            )),
+            None => backend,
+        };
         Ok(Self {
             backend,
             keys: RepoKeys::derive(&master),
@@ -205,7 +215,7 @@ impl Repository {
             .map_err(|e| StoreError::corrupt(key, e))
     }
 
-    pub(crate) async fn put_sealed(&self, key: &str, plain: &[u8]) -> StoreResult<()> {
+    pub async fn put_sealed(&self, key: &str, plain: &[u8]) -> StoreResult<()> {
         let sealed = self.keys.seal(key.as_bytes(), plain);
         Ok(self.backend.put_if_absent(key, Bytes::from(sealed)).await?)
     }
@@ -260,6 +270,7 @@ impl Repository {
 
     /// Commits a snapshot. Callers must have uploaded and indexed all its chunks first.
     pub async fn commit_snapshot(&self, manifest: &Manifest) -> StoreResult<SnapshotSummary> {
+        crate::gc::guard::check_commit(self, manifest).await?;
         let id = ChunkId::random();
         self.put_sealed(&format::snapshot_key(&id), &manifest.encode())
             .await?;
@@ -302,6 +313,9 @@ impl Repository {
     /// manifests. Cheap when nothing changed: two LISTs. Damaged objects are skipped
     /// (and reported), so one bad object does not stop restores of everything else.
     pub async fn sync_catalog(&self) -> StoreResult<SyncReport> {
+        // Plans first: they make the catalog forget condemned packs, and an index
+        // object that lists a pack again (resurrection) must win over that.
+        crate::gc::guard::sync_plans(self).await?;
         let listed: Vec<String> = self
             .backend
             .list(INDEX_PREFIX)

@@ -206,6 +206,7 @@ impl Backend for LocalBackend {
                     out.push(ObjectInfo {
                         key: rel,
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }
@@ -241,13 +242,12 @@ mod tests {
         assert_eq!(b.size("data/ab/abcd").await.unwrap(), Some(11));
         assert!(b.get("data/ab/nope").await.unwrap_err().is_not_found());
         let listed = b.list("data/").await.unwrap();
+        assert_eq!(listed.len(), 1);
         assert_eq!(
-            listed,
-            vec![ObjectInfo {
-                key: "data/ab/abcd".into(),
-                size: 11
-            }]
+            (listed[0].key.as_str(), listed[0].size),
+            ("data/ab/abcd", 11)
         );
+        assert!(listed[0].modified.is_some());
         assert!(b.list("index/").await.unwrap().is_empty());
         b.delete("data/ab/abcd").await.unwrap();
         b.delete("data/ab/abcd").await.unwrap();

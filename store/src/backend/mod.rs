@@ -8,8 +8,12 @@
 
 pub mod address;
 pub mod local;
+pub mod locking;
 pub mod s3;
+mod s3_lock;
 mod s3_text;
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,6 +26,10 @@ pub struct ObjectInfo {
     /// Key relative to the repository root, e.g. `index/0a1b…`.
     pub key: String,
     pub size: u64,
+    /// When the object was written (S3 LastModified, file mtime); `None` if the store
+    /// did not say. Garbage collection never touches objects younger than its grace
+    /// period, and treats an unknown age as young.
+    pub modified: Option<SystemTime>,
 }
 
 /// What went wrong talking to storage, and whether trying again can help.
@@ -43,6 +51,12 @@ pub enum BackendError {
         "{what}: storage is unreachable or timed out after retries ({detail}); check the endpoint address and network"
     )]
     Unreachable { what: String, detail: String },
+    #[error(
+        "object {key} is locked (S3 Object Lock) until {until}; it cannot be deleted or changed before then"
+    )]
+    Locked { key: String, until: String },
+    #[error("{what}: {detail}")]
+    Unsupported { what: String, detail: String },
     #[error("{what}: {detail}")]
     Io {
         what: String,
@@ -67,6 +81,23 @@ impl BackendError {
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;
+
+/// S3 Object Lock retention modes. Under `Compliance` nobody, not even the bucket
+/// owner, can delete a locked object version early; under `Governance` a principal
+/// with `s3:BypassGovernanceRetention` can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+/// A retention lock to put on an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub retain_until: SystemTime,
+}
 
 /// A flat object store. Implementations must make `put` atomic: a reader sees either
 /// no object or the whole object, never a partial one — the crash-safety of the whole
@@ -101,6 +132,53 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// All objects whose key starts with `prefix` (e.g. `index/`), in any order.
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
 
-    /// Deletes an object; deleting a missing object is not an error.
+    /// Deletes an object; deleting a missing object is not an error. An object under
+    /// an unexpired retention lock is not touched: `Locked` says until when. In a
+    /// versioned bucket (Object Lock implies one) the current version itself is
+    /// deleted, so the space is really freed rather than hidden behind a delete marker.
     async fn delete(&self, key: &str) -> BackendResult<()>;
+
+    /// Like `put` / `put_if_absent`, but the object is also locked (S3 Object Lock)
+    /// as `lock` says. Only S3 buckets created with Object Lock support this.
+    async fn put_locked(
+        &self,
+        key: &str,
+        _data: Bytes,
+        _if_absent: bool,
+        _lock: ObjectLock,
+    ) -> BackendResult<()> {
+        Err(BackendError::Unsupported {
+            what: format!("locking {key}"),
+            detail: format!(
+                "{} does not support Object Lock; immutable repositories need an S3 bucket                  created with Object Lock enabled",
+                self.location()
+            ),
+        })
+    }
+
+    /// Until when an object is locked, if it is (and exists).
+    async fn retain_until(&self, _key: &str) -> BackendResult<Option<SystemTime>> {
+        Ok(None)
+    }
+
+    /// Extends an object's lock (locks can only ever be extended).
+    async fn extend_retention(&self, key: &str, _lock: ObjectLock) -> BackendResult<()> {
+        Err(BackendError::Unsupported {
+            what: format!("extending the lock of {key}"),
+            detail: format!("{} does not support Object Lock", self.location()),
+        })
+    }
+
+    /// Creates the container with Object Lock enabled (`init --create-bucket --immutable`).
+    async fn create_locked_container(&self) -> BackendResult<()> {
+        Err(BackendError::Unsupported {
+            what: "creating a bucket with Object Lock".into(),
+            detail: format!("{} does not support Object Lock", self.location()),
+        })
+    }
+
+    /// Whether the container has Object Lock enabled (checked by `init --immutable`).
+    async fn object_lock_enabled(&self) -> BackendResult<bool> {
+        Ok(false)
+    }
 }

@@ -6,7 +6,7 @@
 //! layers above can tell "missing", "denied", "unreachable" and "try later" apart.
 
 use std::fmt::{self, Write as _};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::address::{BackendOptions, S3Address};
-use super::{Backend, BackendError, BackendResult, ObjectInfo};
+use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectLock};
 
 /// Larger bodies go multipart: a single PUT must be resent whole after any failure, and
 /// one slow 64 MiB request already needs most of [`ATTEMPT_TIMEOUT`] on a modest uplink.
@@ -75,8 +75,8 @@ const TRANSIENT_CODES: &[&str] = &[
 
 /// A repository stored in an S3 bucket, under an optional key prefix.
 pub struct S3Backend {
-    client: Client,
-    bucket: String,
+    pub(super) client: Client,
+    pub(super) bucket: String,
     /// Without leading or trailing `/`; empty means the bucket root.
     prefix: String,
     /// Custom endpoint with any user:password removed; `None` means AWS itself.
@@ -166,7 +166,7 @@ impl S3Backend {
         })
     }
 
-    fn object_key(&self, key: &str) -> String {
+    pub(super) fn object_key(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_string()
         } else {
@@ -174,7 +174,7 @@ impl S3Backend {
         }
     }
 
-    fn what(&self, op: &str, key: &str) -> String {
+    pub(super) fn what(&self, op: &str, key: &str) -> String {
         let parts = [self.bucket.as_str(), self.prefix.as_str(), key];
         let path: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
         format!("S3 {op} s3://{}", path.join("/"))
@@ -188,7 +188,12 @@ impl S3Backend {
 
     /// Classifies a failed SDK call. Only the error code, message and HTTP status reach
     /// the result: never request headers, where the signature and token live.
-    fn error<E>(&self, err: SdkError<E, HttpResponse>, op: &str, key: &str) -> BackendError
+    pub(super) fn error<E>(
+        &self,
+        err: SdkError<E, HttpResponse>,
+        op: &str,
+        key: &str,
+    ) -> BackendError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -240,7 +245,7 @@ impl S3Backend {
     }
 
     /// Like [`Self::error`], but a failed `If-None-Match: *` means someone got there first.
-    fn put_error<E>(
+    pub(super) fn put_error<E>(
         &self,
         err: SdkError<E, HttpResponse>,
         op: &str,
@@ -260,7 +265,28 @@ impl S3Backend {
         self.error(err, op, key)
     }
 
-    fn no_such_bucket(&self) -> BackendError {
+    /// Creates the bucket, with Object Lock (and so versioning) if asked.
+    async fn create_bucket(&self, object_lock: bool) -> BackendResult<()> {
+        let mut request = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that rejects its own name as a location constraint.
+        if self.region != DEFAULT_REGION {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        if object_lock {
+            request = request.object_lock_enabled_for_bucket(true);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(self.error(e, "CreateBucket", "")),
+        }
+    }
+
+    pub(super) fn no_such_bucket(&self) -> BackendError {
         BackendError::NoSuchBucket {
             bucket: self.bucket.clone(),
             endpoint: self.endpoint_label(),
@@ -279,7 +305,12 @@ impl S3Backend {
             })
     }
 
-    async fn upload(&self, key: &str, data: Bytes, if_absent: bool) -> BackendResult<()> {
+    pub(super) async fn upload(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> BackendResult<()> {
         if data.len() > SINGLE_PUT_MAX {
             return self.upload_multipart(key, data, if_absent).await;
         }
@@ -436,20 +467,11 @@ impl Backend for S3Backend {
     }
 
     async fn create_container(&self) -> BackendResult<()> {
-        let mut request = self.client.create_bucket().bucket(&self.bucket);
-        // us-east-1 is the one region that rejects its own name as a location constraint.
-        if self.region != DEFAULT_REGION {
-            request = request.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
-                    .build(),
-            );
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
-            Err(e) => Err(self.error(e, "CreateBucket", "")),
-        }
+        self.create_bucket(false).await
+    }
+
+    async fn create_locked_container(&self) -> BackendResult<()> {
+        self.create_bucket(true).await
     }
 
     async fn put(&self, key: &str, data: Bytes) -> BackendResult<()> {
@@ -545,6 +567,9 @@ impl Backend for S3Backend {
                 objects.push(ObjectInfo {
                     key: relative.to_string(),
                     size: object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
                 });
             }
         }
@@ -552,20 +577,28 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
-        let result = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // S3 itself answers 204 for a missing key, but some compatible stores say 404.
-            Err(e) => match self.error(e, "DeleteObject", key) {
-                BackendError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
-        }
+        self.delete_unlocked(key).await
+    }
+
+    async fn put_locked(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+        lock: ObjectLock,
+    ) -> BackendResult<()> {
+        self.upload_locked(key, data, if_absent, lock).await
+    }
+
+    async fn retain_until(&self, key: &str) -> BackendResult<Option<SystemTime>> {
+        Ok(self.lock_state(key).await?.and_then(|s| s.retain_until))
+    }
+
+    async fn extend_retention(&self, key: &str, lock: ObjectLock) -> BackendResult<()> {
+        self.put_retention(key, lock).await
+    }
+
+    async fn object_lock_enabled(&self) -> BackendResult<bool> {
+        self.bucket_lock_enabled().await
     }
 }

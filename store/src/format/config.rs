@@ -17,6 +17,17 @@ pub struct RepoConfig {
     pub compression_level: i32,
     /// Packs are closed once they reach this many bytes.
     pub pack_size: u32,
+    /// Immutable backups: every pack, index object and manifest is locked (S3 Object
+    /// Lock) for this long after it is written, and prune extends the locks of data
+    /// still in use. Absent in repositories made without `--immutable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutability: Option<Immutability>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Immutability {
+    pub period_secs: u64,
+    pub mode: crate::backend::LockMode,
 }
 
 /// FastCDC (2020) sizes in bytes.

@@ -11,9 +11,12 @@
 //! | `data/<2 hex>/<64 hex>`     | pack: chunk blobs + sealed header          | yes    |
 //! | `index/<64 hex>`            | chunk id → pack, offset, length            | yes    |
 //! | `snapshots/<64 hex>`        | manifest of one VM disk at one time        | yes    |
+//! | `gc/<64 hex>[.done]`        | prune plan / its completion record         | yes    |
+//! | `locks/gc-<generation>`     | the garbage-collection lease               | yes    |
 
 pub mod blob;
 pub mod config;
+pub mod gc;
 pub mod index;
 pub mod manifest;
 pub mod pack;

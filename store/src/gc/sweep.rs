@@ -1,0 +1,158 @@
+//! Sweep: delete the packs of plans whose grace period is over — unless something
+//! came to need them after all.
+//!
+//! For each condemned pack, in this order:
+//! 1. an index object lists it again (a backup that had its chunks pending indexed
+//!    them): keep;
+//! 2. a snapshot references one of its chunks and no other copy is indexed: keep and
+//!    re-index it (resurrection) — that snapshot was committed before the plan's
+//!    commit deadline, so the manifest listing done at the start of this run sees it;
+//! 3. otherwise delete it, unless Object Lock still holds it (reported, retried by a
+//!    later prune once the lock has expired).
+//!
+//! The completion record (`gc/<id>.done`) lists what was really deleted, so backups
+//! whose catalog still points there refuse to commit.
+
+use crate::crypto::ChunkId;
+use crate::error::StoreResult;
+use crate::format::gc::{Done, DoneMeta, GC_PREFIX, GcKey, classify_gc_key, done_key};
+use crate::format::index::{IndexedPack, encode_index};
+use crate::format::{self};
+use crate::repo::{Repository, hostname, now_rfc3339};
+
+use super::SweepReport;
+use super::guard::{read_plan, record_done};
+use super::lease::Lease;
+use super::work::WorkSet;
+
+/// Sweeps every plan whose grace period ended before `now` (the time taken before
+/// this run listed the manifests).
+pub(super) async fn sweep(
+    repo: &Repository,
+    work: &WorkSet,
+    lease: &mut Lease,
+    now: u64,
+    dry_run: bool,
+    report: &mut SweepReport,
+) -> StoreResult<()> {
+    let keys: Vec<GcKey> = repo
+        .backend()
+        .list(GC_PREFIX)
+        .await?
+        .iter()
+        .filter_map(|o| classify_gc_key(&o.key))
+        .collect();
+    let done: Vec<&String> = keys
+        .iter()
+        .filter_map(|k| match k {
+            GcKey::Done(p) => Some(p),
+            GcKey::Plan(_) => None,
+        })
+        .collect();
+    for key in keys.iter().filter_map(|k| match k {
+        GcKey::Plan(p) if !done.contains(&p) => Some(p),
+        _ => None,
+    }) {
+        let plan = match read_plan(repo, key).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Its packs stay: better wasted space than a guess.
+                tracing::warn!("cannot sweep prune plan {key}: {e}");
+                report.unreadable_plans.push(key.clone());
+                continue;
+            }
+        };
+        if plan.meta.sweep_after > now {
+            report.waiting_plans += 1;
+            report.next_sweep_after = Some(
+                report
+                    .next_sweep_after
+                    .map_or(plan.meta.sweep_after, |t| t.min(plan.meta.sweep_after)),
+            );
+            continue;
+        }
+        sweep_plan(repo, work, lease, key, plan.condemned, dry_run, report).await?;
+    }
+    Ok(())
+}
+
+async fn sweep_plan(
+    repo: &Repository,
+    work: &WorkSet,
+    lease: &mut Lease,
+    key: &str,
+    condemned: Vec<IndexedPack>,
+    dry_run: bool,
+    report: &mut SweepReport,
+) -> StoreResult<()> {
+    let mut resurrect = Vec::new();
+    let mut delete = Vec::new();
+    for p in condemned {
+        let (indexed, needed) = work
+            .run({
+                let p = p.clone();
+                move |w| {
+                    if w.pack_indexed(&p.pack)? {
+                        return Ok((true, false));
+                    }
+                    for e in &p.entries {
+                        if w.is_live(&e.id)? && !w.chunk_located(&e.id)? {
+                            return Ok((false, true));
+                        }
+                    }
+                    Ok((false, false))
+                }
+            })
+            .await?;
+        if indexed {
+            report.kept_indexed += 1;
+        } else if needed {
+            resurrect.push(p);
+        } else {
+            delete.push(p.pack);
+        }
+    }
+    report.resurrected += resurrect.len() as u64;
+    if dry_run {
+        report.deleted_packs += delete.len() as u64;
+        return Ok(());
+    }
+    if !resurrect.is_empty() {
+        let index = format::index_key(&ChunkId::random());
+        repo.put_sealed(&index, &encode_index(&resurrect)).await?;
+        repo.with_catalog(move |c| c.add_index_object(&index, &resurrect))
+            .await?;
+    }
+    let mut deleted = Vec::new();
+    for pack in delete {
+        lease.keep(repo).await?;
+        let object = format::pack_key(&pack);
+        let size = work.run(move |w| w.pack_size(&pack)).await?;
+        match repo.backend().delete(&object).await {
+            Ok(()) => {
+                report.deleted_packs += 1;
+                report.freed_bytes += size.unwrap_or(0);
+                deleted.push(pack);
+            }
+            Err(crate::BackendError::Locked { key, until }) => {
+                report.locked_skipped.push((key, until));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let record = Done {
+        meta: DoneMeta {
+            swept: now_rfc3339(),
+            host: hostname(),
+        },
+        deleted: deleted.clone(),
+    };
+    repo.put_sealed(&done_key(key), &record.encode()).await?;
+    let plan = key.to_string();
+    let gone = deleted.clone();
+    repo.with_catalog(move |c| record_done(c, &plan, &gone))
+        .await?;
+    work.run(move |w| w.remove_packs(&deleted)).await?;
+    report.plans_swept += 1;
+    Ok(())
+}
