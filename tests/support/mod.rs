@@ -166,6 +166,28 @@ impl TestRepo {
     pub fn delete(&self, key: &str) {
         self.rt.block_on(self.backend.delete(key)).unwrap()
     }
+
+    pub fn try_delete(&self, key: &str) -> Result<(), String> {
+        self.rt
+            .block_on(self.backend.delete(key))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The object's Object Lock retain-until date, if locked.
+    pub fn retain_until(&self, key: &str) -> Option<std::time::SystemTime> {
+        self.rt.block_on(self.backend.retain_until(key)).unwrap()
+    }
+
+    /// Writes an object locked (compliance mode) for `period`.
+    pub fn put_locked(&self, key: &str, data: Vec<u8>, period: std::time::Duration) {
+        let lock = lifeboat_store::backend::ObjectLock {
+            mode: lifeboat_store::backend::LockMode::Compliance,
+            retain_until: std::time::SystemTime::now() + period,
+        };
+        self.rt
+            .block_on(self.backend.put_locked(key, data.into(), false, lock))
+            .unwrap()
+    }
 }
 
 /// Asserts two files have identical contents, naming the first differing offset.
