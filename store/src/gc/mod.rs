@@ -177,11 +177,12 @@ async fn run(
     phase("finding the chunks snapshots use");
     report.snapshots = build_live_set(repo, &work, lease).await?;
     report.live_chunks = work.run(|w| w.live_count()).await?;
-    report.missing_chunks = work.run(|w| w.missing_live()).await?;
     phase("listing packs");
     list_packs(repo, &work).await?;
     phase("sweeping plans whose grace period is over");
     sweep::sweep(repo, &work, lease, now, opts.dry_run, &mut report.sweep).await?;
+    // After the sweep: resurrection re-indexes chunks the mark had dropped.
+    report.missing_chunks = work.run(|w| w.missing_live()).await?;
     phase("marking unused packs");
     mark::mark(repo, &work, lease, opts, now, &mut report.mark).await?;
     if !opts.dry_run && repo.config().immutability.is_some() {
