@@ -29,16 +29,20 @@ sleep 2
 
 measure() { # label, args...
   local label=$1; shift
-  /usr/bin/time -o "$WORK/time.txt" -f "%e %M" "$BIN" "$@" --json >"$WORK/$label.json"
+  /usr/bin/time -o "$WORK/time.txt" -f "%e %M" "$BIN" "$@" --json >"$WORK/$label.json" 2>"$WORK/$label.log"
   read -r secs kib <"$WORK/time.txt"
   printf '%-8s %8.1f s  %7.0f MiB max RSS\n' "$label" "$secs" "$((kib / 1024))"
 }
-echo "== prune (catalog sync + mark): condemns the unused half"
+echo "== first command on a fresh host: builds the catalog from the index"
+measure sync snapshots
+echo "== prune (mark): condemns the unused half"
 measure mark prune --grace 1s
+sed 's/^/   /' "$WORK/mark.log"
 python3 -c "import json;r=json.load(open('$WORK/mark.json'));print('   condemned packs', r['mark']['condemned_packs'], 'live chunks', r['live_chunks'], 'index objects written', r['mark']['index_written'])"
 sleep 2
 echo "== prune (sweep): deletes them"
 measure sweep prune --grace 1s
+sed 's/^/   /' "$WORK/sweep.log"
 python3 -c "import json;r=json.load(open('$WORK/sweep.json'));print('   deleted packs', r['sweep']['deleted_packs'])"
 echo "== verify (structure) afterwards"
 "$BIN" verify >/dev/null && echo "   verify: clean"

@@ -19,10 +19,12 @@ pub async fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
         lease_ttl: Duration::from_secs(a.lease.max(1)),
         dry_run: a.dry_run,
     };
-    let chatty = !g.quiet && !g.json;
+    // Phases go to stderr, also with --json: prune of a big repository takes a while.
+    let chatty = !g.quiet;
+    let started = std::time::Instant::now();
     let phase = move |what: &str| {
         if chatty {
-            eprintln!("prune: {what}");
+            eprintln!("prune [{:>6.1} s]: {what}", started.elapsed().as_secs_f64());
         }
     };
     let report = lifeboat_store::prune(&repo, &options, &phase)

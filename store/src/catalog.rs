@@ -33,8 +33,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     indexed INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_unindexed ON chunks(indexed) WHERE indexed = 0;
--- Forgetting a pack (prune, verify, repair) must not scan every chunk.
-CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+-- Per-pack access (prune, verify, repair forgetting a pack) must not scan every
+-- chunk. Covering, so prune reads a pack's entries in one range scan instead of one
+-- random table lookup per chunk.
+DROP INDEX IF EXISTS chunks_by_pack;
+CREATE INDEX IF NOT EXISTS chunks_by_pack_v2 ON chunks(pack, offset, id, length, raw_len, indexed);
 CREATE TABLE IF NOT EXISTS index_objects (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     id   TEXT PRIMARY KEY,
@@ -60,6 +63,9 @@ CREATE TABLE IF NOT EXISTS gc_condemned (
 -- each lock once per half period instead of asking the bucket about every object.
 CREATE TABLE IF NOT EXISTS object_locks (key TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
 ";
+
+/// SQLite page cache per connection, KiB.
+const CACHE_KIB: i64 = 32 * 1024;
 
 /// Where one stored chunk is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +94,9 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Chunk ids are random, so every insert and lookup lands on a random page: a
+    // 2 MiB default cache thrashes on a repository of millions of chunks.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     Ok(conn)
 }
 
@@ -228,8 +237,14 @@ impl Catalog {
     pub fn add_index_object(&self, name: &str, packs: &[IndexedPack]) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            for p in packs {
-                Self::insert_entries(&tx, &p.pack, &p.entries, true)?;
+            // In id order, B-tree inserts touch each page once instead of at random.
+            let mut rows: Vec<(&ChunkId, &PackEntry)> = packs
+                .iter()
+                .flat_map(|p| p.entries.iter().map(move |e| (&p.pack, e)))
+                .collect();
+            rows.sort_unstable_by(|a, b| a.1.id.0.cmp(&b.1.id.0));
+            for (pack, entry) in rows {
+                Self::insert_entries(&tx, pack, std::slice::from_ref(entry), true)?;
             }
             tx.execute(
                 "INSERT OR IGNORE INTO index_objects (id) VALUES (?1)",

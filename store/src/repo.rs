@@ -26,6 +26,9 @@ use crate::format::{self, CONFIG_KEY, INDEX_PREFIX, MARKER_KEY, Marker, SNAPSHOT
 
 /// How many objects the catalog sync fetches at once.
 const SYNC_CONCURRENCY: usize = 16;
+/// Memory the index sync may hold at once, in MiB (a sealed object is counted three
+/// times over: the download, the plaintext and the decoded entries).
+const SYNC_BUDGET_MIB: usize = 192;
 
 /// A snapshot as listed by `snapshots`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -316,14 +319,16 @@ impl Repository {
         // Plans first: they make the catalog forget condemned packs, and an index
         // object that lists a pack again (resurrection) must win over that.
         crate::gc::guard::sync_plans(self).await?;
-        let listed: Vec<String> = self
+        let objects: Vec<(String, u64)> = self
             .backend
             .list(INDEX_PREFIX)
             .await?
             .into_iter()
             .filter(|o| format::id_from_key(&o.key).is_some())
-            .map(|o| o.key)
+            .map(|o| (o.key, o.size))
             .collect();
+        let sizes: std::collections::HashMap<String, u64> = objects.iter().cloned().collect();
+        let listed: Vec<String> = objects.into_iter().map(|(k, _)| k).collect();
         let known = self.with_catalog(|c| c.index_objects()).await?;
         let listed_set: HashSet<&String> = listed.iter().collect();
         let mut known_set: HashSet<String> = known.iter().cloned().collect();
@@ -334,8 +339,15 @@ impl Repository {
         }
         let missing = listed.into_iter().filter(|k| !known_set.contains(k));
         let mut report = SyncReport::default();
+        // Index objects from a prune hold up to a million entries each (~50 MiB, more
+        // once decoded): bound the bytes in flight, not just the number of requests.
+        let budget = tokio::sync::Semaphore::new(SYNC_BUDGET_MIB);
+        let (budget, sizes) = (&budget, &sizes);
         let results: Vec<(String, StoreResult<()>)> =
             futures::stream::iter(missing.map(|key| async move {
+                let mib = sizes.get(&key).map_or(1, |s| s.div_ceil(1 << 20) * 3);
+                let permits = mib.clamp(1, SYNC_BUDGET_MIB as u64) as u32;
+                let _held = budget.acquire_many(permits).await.expect("never closed");
                 let result = async {
                     let packs = self.read_index_object(&key).await?;
                     let name = key.clone();

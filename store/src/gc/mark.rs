@@ -39,6 +39,7 @@ pub(super) async fn mark(
     opts: &PruneOptions,
     now: u64,
     report: &mut MarkReport,
+    phase: &(dyn Fn(&str) + Sync),
 ) -> StoreResult<()> {
     let lock_period = repo.config().immutability.map(|i| i.period_secs);
     let (grace, repack_below) = (opts.grace.as_secs(), opts.repack_below);
@@ -75,6 +76,7 @@ pub(super) async fn mark(
     report.repack_skipped_locked = counts.repack_skipped_locked;
     report.condemned_bytes = counts.condemned_bytes;
 
+    phase("collecting the condemned packs' entries");
     let mut condemned: Vec<IndexedPack> = Vec::new();
     for pack in verdicts.condemn {
         let entries = work.run(move |w| w.pack_entries(&pack, false)).await?;
@@ -101,6 +103,9 @@ pub(super) async fn mark(
         });
     }
     if !opts.dry_run {
+        if !verdicts.repack.is_empty() {
+            phase("repacking");
+        }
         for pack in verdicts.repack {
             lease.keep(repo).await?;
             if let Some(old) = repack(repo, work, pack, report).await? {
@@ -114,7 +119,9 @@ pub(super) async fn mark(
     if opts.dry_run || condemned.is_empty() {
         return Ok(());
     }
+    phase("writing plans");
     write_plans(repo, lease, opts, now, condemned, report).await?;
+    phase("rewriting the index");
     rewrite_index(repo, work, lease, report).await
 }
 

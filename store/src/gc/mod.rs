@@ -184,11 +184,12 @@ async fn run(
     // After the sweep: resurrection re-indexes chunks the mark had dropped.
     report.missing_chunks = work.run(|w| w.missing_live()).await?;
     phase("marking unused packs");
-    mark::mark(repo, &work, lease, opts, now, &mut report.mark).await?;
+    mark::mark(repo, &work, lease, opts, now, &mut report.mark, phase).await?;
     if !opts.dry_run && repo.config().immutability.is_some() {
         phase("extending Object Lock on data still in use");
         report.locks_extended = retention::extend_locks(repo, &work, lease).await?;
     }
+    phase("done");
     Ok(report)
 }
 

@@ -24,9 +24,20 @@ CREATE TEMP TABLE IF NOT EXISTS packs (
     size  INTEGER NOT NULL,
     mtime INTEGER
 ) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS pack_use (
+    pack        BLOB PRIMARY KEY,
+    live_chunks INTEGER NOT NULL,
+    live_bytes  INTEGER NOT NULL
+) WITHOUT ROWID;
 DELETE FROM temp.live;
 DELETE FROM temp.packs;
+DELETE FROM temp.pack_use;
 ";
+
+/// Page cache of prune's connection, KiB: the live set and the per-pack table of a
+/// 10-million-chunk repository are a few hundred MiB; this keeps most of their
+/// upper B-tree levels in memory while staying well inside prune's memory budget.
+const WORK_CACHE_KIB: i64 = 256 * 1024;
 
 /// One indexed pack as prune sees it.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +75,7 @@ impl WorkSet {
         set.with(|c| {
             // Spill to disk rather than grow: the point of this module.
             c.pragma_update(None, "temp_store", "FILE")?;
-            c.pragma_update(None, "cache_size", -65536)?; // 64 MiB page cache
+            c.pragma_update(None, "cache_size", -WORK_CACHE_KIB)?;
             c.execute_batch(TEMP_SCHEMA)
         })?;
         Ok(set)
@@ -90,6 +101,9 @@ impl WorkSet {
     }
 
     pub fn add_live(&self, ids: &[ChunkId]) -> StoreResult<()> {
+        let mut ids = ids.to_vec();
+        // In key order each B-tree page is touched once per batch, not once per id.
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -116,13 +130,15 @@ impl WorkSet {
     }
 
     pub fn add_packs(&self, packs: &[(ChunkId, u64, Option<u64>)]) -> StoreResult<()> {
+        let mut packs = packs.to_vec();
+        packs.sort_unstable_by(|a, b| a.0.0.cmp(&b.0.0));
         self.with(|c| {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO temp.packs (pack, size, mtime) VALUES (?1, ?2, ?3)",
                 )?;
-                for (pack, size, mtime) in packs {
+                for (pack, size, mtime) in &packs {
                     stmt.execute(params![&pack.0[..], *size as i64, mtime.map(|m| m as i64)])?;
                 }
             }
@@ -133,13 +149,21 @@ impl WorkSet {
     /// Calls `f` for every indexed pack with its live share, streaming.
     pub fn for_each_pack_use(&self, mut f: impl FnMut(PackUse)) -> StoreResult<()> {
         self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT c.pack, p.size, p.mtime, count(l.id), coalesce(sum(CASE WHEN l.id IS NULL THEN 0 ELSE c.length END), 0)
-                 FROM main.chunks c
-                 LEFT JOIN temp.live l ON l.id = c.id
-                 LEFT JOIN temp.packs p ON p.pack = c.pack
+            // One pass over the chunks in id order (which is also the live set's
+            // order), summed into a small per-pack table; then one pass over that.
+            c.execute(
+                "INSERT INTO temp.pack_use (pack, live_chunks, live_bytes)
+                 SELECT c.pack, l.id IS NOT NULL, CASE WHEN l.id IS NULL THEN 0 ELSE c.length END
+                 FROM main.chunks c LEFT JOIN temp.live l ON l.id = c.id
                  WHERE c.indexed = 1
-                 GROUP BY c.pack",
+                 ON CONFLICT(pack) DO UPDATE SET
+                     live_chunks = live_chunks + excluded.live_chunks,
+                     live_bytes = live_bytes + excluded.live_bytes",
+                [],
+            )?;
+            let mut stmt = c.prepare(
+                "SELECT u.pack, p.size, p.mtime, u.live_chunks, u.live_bytes
+                 FROM temp.pack_use u LEFT JOIN temp.packs p ON p.pack = u.pack",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
