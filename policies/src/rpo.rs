@@ -90,6 +90,11 @@ pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
     };
     let deadline = reference + Duration::seconds(i.rpo as i64);
     let age_secs = i.last_success.map(|t| (now - t).num_seconds());
+    // Rounded up for the message: a breach is strictly over the RPO, and "30s old,
+    // over the RPO of 30s" would read as a contradiction.
+    let age_text = i
+        .last_success
+        .map(|t| format_duration(((now - t).num_milliseconds().max(0) as u64).div_ceil(1000)));
     let verdict = |state, reason: String| RpoAssessment {
         state,
         age_secs,
@@ -97,11 +102,8 @@ pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
         reason,
     };
     if now > deadline {
-        let reason = match age_secs {
-            Some(age) => format!(
-                "the last good backup is {} old, over the RPO of {rpo}",
-                format_duration(age.max(0) as u64)
-            ),
+        let reason = match age_text {
+            Some(age) => format!("the last good backup is {age} old, over the RPO of {rpo}"),
             None => format!(
                 "never backed up, and the RPO of {rpo} has passed since the daemon first scheduled this disk"
             ),
