@@ -166,12 +166,13 @@ fn vm<'v>(status: &'v serde_json::Value, name: &str) -> &'v serde_json::Value {
         .unwrap_or_else(|| panic!("no VM {name} in {status}"))
 }
 
-fn write_config(repo: &TestRepo, body: &str) -> PathBuf {
+/// `repo_keys`: extra lines for the `[[repository]]` table.
+fn write_config(repo: &TestRepo, repo_keys: &str, body: &str) -> PathBuf {
     let pass = repo.path("passphrase");
     std::fs::write(&pass, PASSWORD).unwrap();
     let config = repo.path("lifeboat.toml");
     let text = format!(
-        "[daemon]\nretry_delay = \"1s\"\n\n[[repository]]\nname = \"test\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n{body}",
+        "[daemon]\nretry_delay = \"1s\"\n\n[[repository]]\nname = \"test\"\nurl = \"{}\"\npassword_file = \"{}\"\n{repo_keys}\n\n{body}",
         repo.url,
         pass.display()
     );
@@ -194,6 +195,7 @@ fn daemon_backs_up_on_schedule_applies_retention_and_reports_rpo() {
     std::fs::write(&b, random_bytes(2, 4 << 20)).unwrap();
     let config = write_config(
         &repo,
+        "prune_schedule = \"*/10 * * * * *\"",
         &format!(
             r#"[[group]]
 name = "lab"
@@ -223,14 +225,16 @@ image = "{}"
     let ok_a = "lifeboat_rpo_state{group=\"lab\",vm=\"vm-a\",disk=\"root\"}";
     let ok_b = "lifeboat_rpo_state{group=\"lab\",vm=\"vm-b\",disk=\"root\"}";
 
-    // Several scheduled backups of both VMs, and retention applied after them.
+    // Several scheduled backups of both VMs, retention applied after them, and a
+    // prune on the repository's own schedule.
     d.wait(
-        "4 backups per VM and a forget",
+        "4 backups per VM, forgets, a prune",
         Duration::from_secs(90),
         |d| {
             let backups = d.metric("lifeboat_jobs_total{kind=\"backup\",status=\"ok\"}")?;
             let forgets = d.metric("lifeboat_jobs_total{kind=\"forget\",status=\"ok\"}")?;
-            (backups >= 8.0 && forgets >= 2.0).then_some(())
+            let prunes = d.metric("lifeboat_jobs_total{kind=\"prune\",status=\"ok\"}")?;
+            (backups >= 8.0 && forgets >= 2.0 && prunes >= 1.0).then_some(())
         },
     );
     let s = d.wait("both VMs OK", Duration::from_secs(30), |d| {
@@ -362,6 +366,7 @@ fn sigterm_waits_for_running_jobs_then_interrupts_them() {
     let release = stuck_qmp(&sock);
     let config = write_config(
         &repo,
+        "",
         &format!(
             r#"[[group]]
 name = "live"

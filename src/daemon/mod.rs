@@ -6,7 +6,8 @@
 //! - at most `max_concurrent_jobs` jobs at once, and never two for the same disk: a
 //!   run that comes due while the disk's previous job is queued or running is
 //!   recorded as `skipped`;
-//! - prune holds its repository exclusively; backups and forgets share it;
+//! - prune runs beside backups (its lease and commit guard make that safe, see
+//!   ARCHITECTURE "Garbage collection"), so a long prune never holds backups off;
 //! - a run missed while the daemon was down (a disk whose next run after its last
 //!   good backup is already past) is caught up at start;
 //! - SIGTERM / SIGINT: no new jobs; queued ones are `cancelled`; running ones get
@@ -18,7 +19,7 @@ pub mod metrics;
 pub mod state;
 mod work;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use chrono::{DateTime, Utc};
 use lifeboat_policies::Config;
 use lifeboat_policies::Schedule;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{RwLock, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::args::{DaemonArgs, GlobalArgs};
@@ -71,7 +72,6 @@ struct Ctx {
     settings: Settings,
     state: Arc<State>,
     slots: Arc<Semaphore>,
-    repo_locks: HashMap<String, Arc<RwLock<()>>>,
     in_flight: Mutex<HashSet<String>>,
     stage: watch::Receiver<Stage>,
 }
@@ -134,11 +134,6 @@ pub async fn run(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
             cache_dir: settings.cache_dir.clone(),
         },
         slots: Arc::new(Semaphore::new(settings.jobs)),
-        repo_locks: config
-            .repositories
-            .iter()
-            .map(|r| (r.name.clone(), Arc::new(RwLock::new(()))))
-            .collect(),
         in_flight: Mutex::new(HashSet::new()),
         stage: stage_rx,
         state,
@@ -389,7 +384,7 @@ async fn submit(ctx: &Arc<Ctx>, w: Work, jobs: &mut JoinSet<()>) {
     };
     let ctx = ctx.clone();
     jobs.spawn(async move {
-        run_job(&ctx, id, &w.key, w.whole_repository, &spec).await;
+        run_job(&ctx, id, &spec).await;
         ctx.in_flight
             .lock()
             .expect("in-flight set poisoned")
@@ -405,28 +400,13 @@ fn describe(k: &JobKey) -> String {
     }
 }
 
-async fn run_job(ctx: &Arc<Ctx>, id: i64, key: &JobKey, whole_repository: bool, spec: &Spec) {
+async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) {
     let mut stage = ctx.stage.clone();
-    let lock = ctx
-        .repo_locks
-        .get(&key.repository)
-        .cloned()
-        .unwrap_or_default();
-    let slots = ctx.slots.clone();
-    let acquire = async move {
-        // Held, never read: dropping it releases the repository.
-        let guard: Box<dyn Send> = if whole_repository {
-            Box::new(lock.write_owned().await)
-        } else {
-            Box::new(lock.read_owned().await)
-        };
-        (guard, slots.acquire_owned().await)
-    };
-    let held = tokio::select! {
-        held = acquire => Some(held),
+    let slot = tokio::select! {
+        slot = ctx.slots.clone().acquire_owned() => slot.ok(),
         () = job::reached(&mut stage, |s| *s != Stage::Running) => None,
     };
-    let Some(_held) = held else {
+    let Some(_slot) = slot else {
         let r = JobResult {
             error: Some("cancelled: the daemon stopped before the job started".into()),
             ..JobResult::default()

@@ -1,5 +1,5 @@
-//! What each kind of job runs: the child's command line, the lock it needs and the
-//! key that keeps two of the same (a disk's backups, a group's forgets, a
+//! What each kind of job runs: the child's command line and the key that keeps two
+//! of the same (a disk's backups, a group's forgets, a
 //! repository's prunes) from running at once.
 
 use std::ffi::OsString;
@@ -10,14 +10,12 @@ use lifeboat_policies::config::{DiskSource, RepositoryConfig};
 
 use super::state::JobKey;
 
-/// What a job is for: which lock it needs and what it must not run beside.
+/// What a job is for and what it must not run beside.
 pub struct Work {
     pub key: JobKey,
     /// At most one queued-or-running job per exclusive key (a disk, a group's
     /// forget, a repository's prune).
     pub exclusive: String,
-    /// Prune: nothing else may use the repository meanwhile.
-    pub whole_repository: bool,
     pub args: Vec<OsString>,
 }
 
@@ -69,7 +67,6 @@ impl Builder {
                 disk: Some(d.name.clone()),
             },
             exclusive: format!("disk {}/{}", v.name, d.name),
-            whole_repository: false,
             args,
         })
     }
@@ -94,12 +91,11 @@ impl Builder {
                 disk: None,
             },
             exclusive: format!("forget {}", g.name),
-            whole_repository: false,
             args,
         })
     }
 
-    /// `prune`, holding the repository alone: nothing may add snapshots meanwhile.
+    /// `prune` with its defaults (24 h grace); its GC lease keeps it alone across hosts.
     pub fn prune(&self, repo: &RepositoryConfig) -> Work {
         let mut args = self.global_args(repo);
         args.push("prune".into());
@@ -112,7 +108,6 @@ impl Builder {
                 disk: None,
             },
             exclusive: format!("prune {}", repo.name),
-            whole_repository: true,
             args,
         }
     }
