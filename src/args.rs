@@ -14,7 +14,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Repository: /path, file:///path or s3://bucket/prefix[?endpoint=URL&region=R]
     #[arg(short = 'r', long = "repo", env = "LIFEBOAT_REPO", global = true)]
@@ -53,6 +53,66 @@ pub enum Command {
     /// Manage the passphrases (key slots) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run the configured schedules: backups, retention and prune, with job history,
+    /// retries and Prometheus metrics (stops cleanly on SIGTERM)
+    Daemon(DaemonArgs),
+    /// Show each configured VM's last good backup, its RPO state (OK / AT RISK /
+    /// BREACHED), last error and next run, from the daemon's job history
+    #[command(after_long_help = crate::status::RPO_RULE_HELP)]
+    Status(StatusArgs),
+}
+
+/// Where the configuration file is (`--config`, LIFEBOAT_CONFIG).
+pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Configuration file: repositories, groups, schedules, retention, RPO
+    #[arg(long, env = "LIFEBOAT_CONFIG", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Directory of the job history database (state.db) [default: [daemon] state_dir
+    /// in the configuration, else /var/lib/lifeboat]
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Jobs run at once, never two on the same disk [default: [daemon]
+    /// max_concurrent_jobs, else 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+    /// Serve Prometheus metrics on http://ADDR/metrics; "" turns them off [default:
+    /// [daemon] metrics_listen, else 127.0.0.1:9188]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_arg)]
+    pub metrics_listen: Option<Listen>,
+    /// On SIGTERM or Ctrl-C, wait this long for running jobs to finish before
+    /// interrupting them (an interrupted backup resumes: uploaded data is reused)
+    /// [default: [daemon] stop_timeout, else 10m]
+    #[arg(long, value_name = "DURATION", value_parser = lifeboat_policies::parse_duration)]
+    pub stop_timeout: Option<u64>,
+    /// Wait before retrying a transient failure; doubles after each attempt [default:
+    /// [daemon] retry_delay, else 1m]
+    #[arg(long, value_name = "DURATION", value_parser = lifeboat_policies::parse_duration)]
+    pub retry_delay: Option<u64>,
+}
+
+/// A metrics listen address, or off.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen(pub Option<std::net::SocketAddr>);
+
+fn parse_listen_arg(s: &str) -> Result<Listen, String> {
+    lifeboat_policies::config::parse_listen(s).map(Listen)
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration file: which VMs to report, their RPO and schedules
+    #[arg(long, env = "LIFEBOAT_CONFIG", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Directory of the daemon's job history database [default: [daemon] state_dir
+    /// in the configuration, else /var/lib/lifeboat]
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Only this protection group
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -156,8 +216,10 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    /// Only this VM's snapshots
     #[arg(long)]
     pub vm: Option<String>,
+    /// Only this disk's snapshots
     #[arg(long)]
     pub disk: Option<String>,
 }
@@ -192,6 +254,16 @@ pub struct VerifyArgs {
 /// Rules apply to each VM disk's history separately, like restic's `forget`.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
+    /// Apply this protection group's retention and time zone from the configuration
+    /// to its VMs' snapshots, in its repository (instead of --keep-* flags and --repo)
+    #[arg(long, value_name = "NAME", conflicts_with_all = [
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+        "keep_yearly", "keep_within", "timezone",
+    ])]
+    pub group: Option<String>,
+    /// Configuration file read by --group
+    #[arg(long, env = "LIFEBOAT_CONFIG", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
     /// Only this VM's snapshots
     #[arg(long)]
     pub vm: Option<String>,
@@ -231,13 +303,17 @@ pub struct ForgetArgs {
 pub enum KeyCommand {
     /// Add a passphrase (read from --new-password-file, LIFEBOAT_NEW_PASSWORD or a prompt)
     Add {
+        /// Read the new passphrase from this file
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
     /// List key slots
     List,
     /// Remove a key slot (not the last one, nor the one in use)
-    Remove { id: String },
+    Remove {
+        /// Key slot id, as `key list` shows it
+        id: String,
+    },
 }
 
 /// Parses sizes like `4096`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).

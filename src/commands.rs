@@ -35,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget(a) => crate::forget::forget(g, a).await,
         Command::Prune(a) => crate::prune::prune(g, a).await,
         Command::Key(k) => key(g, k).await,
+        Command::Daemon(a) => crate::daemon::run(g, a).await,
+        Command::Status(a) => crate::status::status(g, a).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

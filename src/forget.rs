@@ -1,5 +1,6 @@
-//! `lifeboat forget`: applies a retention rule given as flags to every (VM, disk)
-//! history, and deletes the manifests of the snapshots no rule keeps.
+//! `lifeboat forget`: applies a retention rule — given as flags, or a protection
+//! group's from the configuration (`--group`) — to every (VM, disk) history, and
+//! deletes the manifests of the snapshots no rule keeps.
 //!
 //! Only manifests go: the chunks and packs stay until a garbage collection (`prune`)
 //! finds them unreferenced, so forget is quick and never touches data
@@ -7,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use lifeboat_policies::{Decision, Retention, SnapshotRef, apply_retention};
+use lifeboat_policies::{Decision, Retention, SnapshotRef, Tz, apply_retention};
 use lifeboat_store::{BackendError, StoreError};
 
 use crate::args::{ForgetArgs, GlobalArgs};
@@ -17,7 +18,28 @@ use crate::output::print_json;
 const PRUNE_NOTE: &str =
     "forgotten snapshots' data stays in the repository until `lifeboat prune` reclaims it";
 
-pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
+/// The rule to apply and where: from flags, or from a configured group.
+struct Plan {
+    global: GlobalArgs,
+    rule: Retention,
+    timezone: Tz,
+    group: Option<String>,
+    /// With a group: only its VMs' snapshots.
+    vms: Option<Vec<String>>,
+}
+
+fn plan(g: &GlobalArgs, a: &ForgetArgs) -> Result<Plan> {
+    if let Some(name) = &a.group {
+        let config = crate::config_file::load(&a.config)?;
+        let (group, repo) = crate::config_file::group(&config, name)?;
+        return Ok(Plan {
+            global: crate::config_file::global_for(g, repo),
+            rule: group.retention.clone(),
+            timezone: group.timezone,
+            group: Some(group.name.clone()),
+            vms: Some(group.vms.iter().map(|v| v.name.clone()).collect()),
+        });
+    }
     let rule = Retention {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,
@@ -32,14 +54,29 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
         bail!(
             "no keep rule given, so forget would remove every snapshot; pass at least one of \
              --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
-             --keep-yearly or --keep-within"
+             --keep-yearly or --keep-within, or --group NAME to use a configured group's"
         );
     }
-    let repo = open(g).await?;
+    Ok(Plan {
+        global: g.clone(),
+        rule,
+        timezone: a.timezone,
+        group: None,
+        vms: None,
+    })
+}
+
+pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
+    let plan = plan(g, &a)?;
+    let repo = open(&plan.global).await?;
     let mut refs = Vec::new();
     for s in repo.snapshots().await? {
         if a.vm.as_deref().is_some_and(|v| s.meta.vm != v)
             || a.disk.as_deref().is_some_and(|d| s.meta.disk != d)
+            || plan
+                .vms
+                .as_ref()
+                .is_some_and(|vms| !vms.contains(&s.meta.vm))
         {
             continue;
         }
@@ -53,7 +90,7 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             time,
         });
     }
-    let decisions = apply_retention(&refs, &rule, Utc::now(), a.timezone);
+    let decisions = apply_retention(&refs, &plan.rule, Utc::now(), plan.timezone);
     let mut removed = Vec::new();
     let mut locked = Vec::new();
     if !a.dry_run {
@@ -74,24 +111,26 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             }
         }
     }
-    report(g, &a, &rule, &decisions, &removed, &locked);
+    report(g, &a, &plan, &decisions, &removed, &locked);
     Ok(())
 }
 
 fn report(
     g: &GlobalArgs,
     a: &ForgetArgs,
-    rule: &Retention,
+    plan: &Plan,
     decisions: &[Decision],
     removed: &[String],
     locked: &[String],
 ) {
+    let rule = &plan.rule;
     let forget_count = decisions.iter().filter(|d| !d.keep).count();
     if g.json {
         print_json(&serde_json::json!({
             "dry_run": a.dry_run,
+            "group": plan.group,
             "rule": rule.describe(),
-            "timezone": a.timezone.name(),
+            "timezone": plan.timezone.name(),
             "decisions": decisions,
             "kept": decisions.len() - forget_count,
             "forgotten": if a.dry_run { 0 } else { removed.len() },
@@ -104,10 +143,15 @@ fn report(
     if g.quiet {
         return;
     }
+    let group = plan
+        .group
+        .as_ref()
+        .map(|g| format!(" of group {g}"))
+        .unwrap_or_default();
     println!(
-        "rule: keep {} (periods in {})",
+        "rule{group}: keep {} (periods in {})",
         rule.describe(),
-        a.timezone.name()
+        plan.timezone.name()
     );
     let mut disk = None;
     for d in decisions {

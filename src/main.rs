@@ -1,13 +1,18 @@
 //! The `lifeboat` command: parses arguments, opens the repository, runs one command.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage error, 3 `verify` found damage.
+//! Exit codes: 0 success, 1 error, 2 usage error, 3 `verify` found damage, 75 a
+//! transient failure worth retrying (see `exit.rs`).
 
 mod args;
 mod commands;
+mod config_file;
+mod daemon;
+mod exit;
 mod forget;
 mod output;
 mod password;
 mod prune;
+mod status;
 
 use std::process::ExitCode;
 
@@ -36,14 +41,24 @@ async fn run() -> ExitCode {
         .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&cli))),
         )
         .init();
     match commands::run(cli).await {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            exit::for_error(&err)
         }
+    }
+}
+
+/// The daemon logs each job's start and end (its journal is the operator's record);
+/// one-shot commands only warn.
+fn default_log_level(cli: &args::Cli) -> &'static str {
+    if matches!(cli.command, args::Command::Daemon(_)) {
+        "info"
+    } else {
+        "warn"
     }
 }

@@ -142,3 +142,60 @@ fn forget_without_a_rule_is_refused_and_changes_nothing() {
     );
     assert!(text.contains("not an IANA time zone"), "{text}");
 }
+
+#[test]
+fn forget_group_errors_name_the_problem() {
+    let repo = TestRepo::new(Kind::Local);
+    let config = repo.path("lb.toml");
+    // A missing file says how to point at one.
+    let text = repo.fails(
+        &[
+            "forget",
+            "--group",
+            "prod",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        text.contains("reading the configuration") && text.contains("--config FILE"),
+        "{text}"
+    );
+    // An invalid file lists file:line:column: key.
+    std::fs::write(&config, "[[group]]\nname = \"prod\"\nrpo = 5\n").unwrap();
+    let text = repo.fails(
+        &[
+            "forget",
+            "--group",
+            "prod",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(text.contains("lb.toml:3:7: rpo: invalid type"), "{text}");
+    // An unknown group lists the known ones.
+    std::fs::write(
+        &config,
+        "[[repository]]\nname = \"r\"\nurl = \"/x\"\n[[group]]\nname = \"prod\"\nrepository = \"r\"\nschedule = \"0 1 * * *\"\ntimezone = \"UTC\"\nretention = { keep_last = 1 }\n",
+    )
+    .unwrap();
+    let text = repo.fails(
+        &[
+            "forget",
+            "--group",
+            "lab",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        text.contains("no group \"lab\" in the configuration; groups: prod"),
+        "{text}"
+    );
+    // A group's rule and flags do not mix.
+    let text = repo.fails(&["forget", "--group", "prod", "--keep-last", "3"], 2);
+    assert!(text.contains("cannot be used with"), "{text}");
+}

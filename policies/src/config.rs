@@ -7,14 +7,17 @@
 //! name = "onsite"
 //! url = "s3://backups/lifeboat?endpoint=http://minio:9000"
 //! immutability = "30d"
+//! password_file = "/etc/lifeboat/onsite.pass"
+//! prune_schedule = "0 12 * * 0"      # optional; in `timezone` (default UTC)
 //!
 //! [[group]]
 //! name = "prod"
 //! repository = "onsite"
 //! schedule = "0 1 * * *"
 //! timezone = "Europe/Berlin"
-//! rpo = "24h"
+//! rpo = "26h"                       # nightly plus the backup time, with margin
 //! retention = { keep_daily = 14, keep_weekly = 8, keep_monthly = 12, keep_yearly = 3 }
+//! forget_schedule = "30 6 * * *"     # optional; the backup schedule by default
 //!
 //! [[group.vm]]
 //! name = "web01"
@@ -26,6 +29,8 @@
 //! drive = "drive-virtio1"
 //! ```
 //!
+//! An optional `[daemon]` table holds the daemon's own settings (see [`DaemonSettings`]).
+//!
 //! Parsing is two steps: serde reads the text into `Raw*` types that keep every
 //! value's byte span, then validation turns them into the checked types below. Every
 //! problem (all of them, not just the first) names file, line, column and key, and
@@ -35,6 +40,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+
+pub use daemon::{DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR, DaemonSettings, parse_listen};
 
 use chrono_tz::Tz;
 use toml::Spanned;
@@ -48,14 +55,32 @@ use crate::schedule::{Schedule, parse_timezone};
 pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     pub groups: Vec<Group>,
+    /// The `[daemon]` table; defaults when absent.
+    pub daemon: DaemonSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Config {
+    pub fn repository(&self, name: &str) -> Option<&RepositoryConfig> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct RepositoryConfig {
     pub name: String,
     pub url: String,
     /// Seconds every object stays locked (S3 Object Lock), if set.
     pub immutability: Option<u64>,
+    /// File holding the passphrase; without it, jobs use the daemon's own
+    /// LIFEBOAT_PASSWORD_FILE / LIFEBOAT_PASSWORD.
+    pub password_file: Option<PathBuf>,
+    /// When the daemon runs `lifeboat prune` on this repository (in the repository's
+    /// `timezone`, UTC by default); never if unset.
+    pub prune_schedule: Option<Schedule>,
 }
 
 /// A protection group: VMs backed up together on one schedule into one repository.
@@ -69,6 +94,8 @@ pub struct Group {
     /// Seconds; the oldest a disk's last good backup may be before it is at risk.
     pub rpo: Option<u64>,
     pub retention: Retention,
+    /// When the daemon applies `retention` (forget); the backup schedule if unset.
+    pub forget_schedule: Schedule,
     pub vms: Vec<Vm>,
 }
 
@@ -134,7 +161,10 @@ impl fmt::Display for ConfigError {
 
 mod raw;
 
-use raw::{RawConfig, RawDisk, RawGroup, RawRetention, RawVm};
+mod daemon;
+mod disks;
+
+use raw::{RawConfig, RawGroup, RawRetention};
 
 /// Parses and validates a configuration. `file_name` is only used in messages.
 pub fn parse_config(text: &str, file_name: &str) -> Result<Config, ConfigError> {
@@ -266,11 +296,26 @@ impl Validator<'_> {
                     "empty url; write a path, file:///path or s3://bucket/prefix",
                 );
             }
-            let immutability = self.duration(&r.immutability, "repository.immutability", "");
+            let ctx = format!("repository {:?}: ", r.name.get_ref());
+            let immutability = self.duration(&r.immutability, "repository.immutability", &ctx);
+            let timezone = match &r.timezone {
+                None => Some(Tz::UTC),
+                Some(tz) => self.timezone(tz, "repository.timezone", &ctx),
+            };
+            let prune_schedule = r
+                .prune_schedule
+                .as_ref()
+                .and_then(|expr| self.schedule(expr, timezone, "repository.prune_schedule", &ctx));
+            let password_file = r
+                .password_file
+                .as_ref()
+                .and_then(|f| self.absolute_path(f, "repository.password_file", &ctx));
             repositories.push(RepositoryConfig {
                 name: r.name.into_inner(),
                 url: r.url.into_inner(),
                 immutability,
+                password_file,
+                prune_schedule,
             });
         }
         let mut group_names = HashMap::new();
@@ -281,9 +326,60 @@ impl Validator<'_> {
                 groups.push(group);
             }
         }
+        let daemon = match &raw.daemon {
+            Some(d) => self.daemon(d),
+            None => DaemonSettings::default(),
+        };
         Config {
             repositories,
             groups,
+            daemon,
+        }
+    }
+
+    /// `key = "Europe/Berlin"`.
+    fn timezone(&mut self, tz: &Spanned<String>, key: &str, ctx: &str) -> Option<Tz> {
+        match parse_timezone(tz.get_ref()) {
+            Ok(tz) => Some(tz),
+            Err(e) => {
+                self.problem(tz.span().start, key, format!("{ctx}{e}"));
+                None
+            }
+        }
+    }
+
+    /// A cron expression read in `tz` (if the zone itself was bad, that was reported).
+    fn schedule(
+        &mut self,
+        expr: &Spanned<String>,
+        tz: Option<Tz>,
+        key: &str,
+        ctx: &str,
+    ) -> Option<Schedule> {
+        match crate::schedule::parse_cron(expr.get_ref()) {
+            Ok(_) => tz.and_then(|tz| Schedule::new(expr.get_ref(), tz.name()).ok()),
+            Err(e) => {
+                self.problem(expr.span().start, key, format!("{ctx}{e}"));
+                None
+            }
+        }
+    }
+
+    /// Paths the daemon uses must not depend on the directory it was started in.
+    fn absolute_path(&mut self, p: &Spanned<String>, key: &str, ctx: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(p.get_ref());
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            self.problem(
+                p.span().start,
+                key,
+                format!(
+                    "{ctx}{:?} is a relative path; write an absolute one, e.g. \"/etc/lifeboat/passphrase\"",
+                    p.get_ref()
+                ),
+            );
+            None
         }
     }
 
@@ -315,27 +411,11 @@ impl Validator<'_> {
                 ),
             );
         }
-        let timezone = match parse_timezone(g.timezone.get_ref()) {
-            Ok(tz) => Some(tz),
-            Err(e) => {
-                self.problem(
-                    g.timezone.span().start,
-                    "group.timezone",
-                    format!("{ctx}{e}"),
-                );
-                None
-            }
-        };
-        let schedule = match crate::schedule::parse_cron(g.schedule.get_ref()) {
-            Ok(_) => timezone.and_then(|tz| Schedule::new(g.schedule.get_ref(), tz.name()).ok()),
-            Err(e) => {
-                self.problem(
-                    g.schedule.span().start,
-                    "group.schedule",
-                    format!("{ctx}{e}"),
-                );
-                None
-            }
+        let timezone = self.timezone(&g.timezone, "group.timezone", &ctx);
+        let schedule = self.schedule(&g.schedule, timezone, "group.schedule", &ctx);
+        let forget_schedule = match &g.forget_schedule {
+            Some(expr) => self.schedule(expr, timezone, "group.forget_schedule", &ctx),
+            None => schedule.clone(),
         };
         let rpo = self.duration(&g.rpo, "group.rpo", &ctx);
         let retention = self.retention(&g.retention, &ctx);
@@ -352,6 +432,7 @@ impl Validator<'_> {
             timezone: timezone?,
             rpo,
             retention: retention?,
+            forget_schedule: forget_schedule?,
             vms,
         })
     }
@@ -381,109 +462,5 @@ impl Validator<'_> {
             return None;
         }
         Some(retention)
-    }
-
-    fn vm(&mut self, vm: &Spanned<RawVm>, group_ctx: &str) -> Vm {
-        let raw = vm.get_ref();
-        let ctx = format!("{group_ctx}VM {:?}: ", raw.name.get_ref());
-        if raw.disk.is_empty() {
-            self.problem(
-                vm.span().start,
-                "group.vm.disk",
-                format!(
-                    "{ctx}no disks; add a [[group.vm.disk]] table with image, qmp + drive, or nbd"
-                ),
-            );
-        }
-        let mut disk_names = HashMap::new();
-        let mut disks = Vec::new();
-        for (i, d) in raw.disk.iter().enumerate() {
-            let dctx = format!("{ctx}disk {}: ", i + 1);
-            if let Some(disk) = self.disk(d, &dctx) {
-                let name = Spanned::new(
-                    d.get_ref().name.as_ref().map_or(d.span(), |n| n.span()),
-                    disk.name.clone(),
-                );
-                self.name(&name, "group.vm.disk.name", "disk", &mut disk_names);
-                disks.push(disk);
-            }
-        }
-        Vm {
-            name: raw.name.get_ref().clone(),
-            disks,
-        }
-    }
-
-    fn disk(&mut self, d: &Spanned<RawDisk>, ctx: &str) -> Option<Disk> {
-        let raw = d.get_ref();
-        let at = d.span().start;
-        let sources: Vec<&str> = [
-            ("image", raw.image.is_some()),
-            ("qmp", raw.qmp.is_some() || raw.drive.is_some()),
-            ("nbd", raw.nbd.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, set)| *set)
-        .map(|(k, _)| k)
-        .collect();
-        let what = "give exactly one source: image = \"/path\", qmp = \"/socket\" with drive = \"node\", or nbd = \"nbd://host/export\"";
-        let source = match sources.as_slice() {
-            [] => {
-                self.problem(at, "group.vm.disk", format!("{ctx}no source; {what}"));
-                return None;
-            }
-            [_, _, ..] => {
-                self.problem(
-                    at,
-                    "group.vm.disk",
-                    format!(
-                        "{ctx}{} sources ({}); {what}",
-                        sources.len(),
-                        sources.join(", ")
-                    ),
-                );
-                return None;
-            }
-            ["image"] => DiskSource::Image(PathBuf::from(raw.image.as_ref()?.get_ref())),
-            ["nbd"] => DiskSource::Nbd(raw.nbd.as_ref()?.get_ref().clone()),
-            _ => match (&raw.qmp, &raw.drive) {
-                (Some(qmp), Some(drive)) => DiskSource::Qmp {
-                    socket: PathBuf::from(qmp.get_ref()),
-                    drive: drive.get_ref().clone(),
-                },
-                (Some(qmp), None) => {
-                    self.problem(
-                        qmp.span().start,
-                        "group.vm.disk.qmp",
-                        format!("{ctx}qmp needs drive = \"<block node name>\" too"),
-                    );
-                    return None;
-                }
-                (None, Some(drive)) => {
-                    self.problem(
-                        drive.span().start,
-                        "group.vm.disk.drive",
-                        format!("{ctx}drive needs qmp = \"<QMP socket path>\" too"),
-                    );
-                    return None;
-                }
-                (None, None) => unreachable!("the qmp source is only chosen when one is set"),
-            },
-        };
-        // Same default names as `lifeboat backup`, so config and CLI backups line up.
-        let name = match (&raw.name, &source) {
-            (Some(n), _) => n.get_ref().clone(),
-            (None, DiskSource::Image(p)) => p.file_stem()?.to_string_lossy().into_owned(),
-            (None, DiskSource::Qmp { drive, .. }) => drive.clone(),
-            (None, DiskSource::Nbd(_)) => {
-                self.problem(
-                    at,
-                    "group.vm.disk.name",
-                    format!("{ctx}an NBD disk needs name = \"...\" (its URI says nothing stable)"),
-                );
-                return None;
-            }
-        };
-        Some(Disk { name, source })
     }
 }

@@ -1,6 +1,6 @@
 //! Lifeboat's policies: the TOML configuration (repositories, protection groups,
-//! schedules, retention, RPO, immutability), schedule arithmetic and retention
-//! decisions.
+//! schedules, retention, RPO, immutability, daemon settings), schedule arithmetic,
+//! retention decisions and RPO states.
 //!
 //! Everything here is pure: no files, no network, no clock (callers pass `now`).
 //! That keeps the decisions that destroy data — which snapshots to forget — testable
@@ -9,10 +9,12 @@
 pub mod config;
 pub mod duration;
 pub mod retention;
+pub mod rpo;
 pub mod schedule;
 
 pub use chrono_tz::Tz;
-pub use config::{Config, ConfigError, parse_config};
+pub use config::{Config, ConfigError, DaemonSettings, parse_config};
 pub use duration::{format_duration, parse_duration};
 pub use retention::{Decision, Retention, SnapshotRef, apply_retention, group_by_disk};
+pub use rpo::{RpoAssessment, RpoInput, RpoState, assess_rpo};
 pub use schedule::{Schedule, parse_timezone};

@@ -264,3 +264,129 @@ fn all_problems_are_reported_in_file_order() {
     assert_eq!(lines, [5, 11, 17], "{err}");
     assert_eq!(err.to_string().lines().count(), 3);
 }
+
+#[test]
+fn daemon_keys_are_read_with_defaults() {
+    let c = parse_config(GOOD, "lifeboat.toml").unwrap();
+    let g = &c.groups[0];
+    // No forget_schedule: retention runs on the backup schedule.
+    assert_eq!(g.forget_schedule.expression(), "0 1 * * *");
+    assert_eq!(c.repositories[0].password_file, None);
+    assert!(c.repositories[0].prune_schedule.is_none());
+    assert_eq!(c.daemon, lifeboat_policies::DaemonSettings::default());
+
+    let text = group_with("forget_schedule = \"*/10 * * * * *\"").replace(
+        "url = \"/srv/backups\"",
+        "url = \"/srv/backups\"\npassword_file = \"/etc/lb.pass\"\nprune_schedule = \"0 3 * * 0\"\ntimezone = \"Europe/Berlin\"",
+    ) + "[daemon]\nstate_dir = \"/srv/lb-state\"\nmax_concurrent_jobs = 3\nmetrics_listen = \"\"\nretries = 0\nretry_delay = \"5s\"\nstop_timeout = \"1h\"\n";
+    let c = parse_config(&text, "x.toml").unwrap();
+    let r = &c.repositories[0];
+    assert_eq!(r.password_file, Some(PathBuf::from("/etc/lb.pass")));
+    let prune = r.prune_schedule.as_ref().unwrap();
+    assert_eq!(prune.timezone(), lifeboat_policies::Tz::Europe__Berlin);
+    assert_eq!(c.groups[0].forget_schedule.expression(), "*/10 * * * * *");
+    let d = &c.daemon;
+    assert_eq!(d.state_dir, PathBuf::from("/srv/lb-state"));
+    assert_eq!(
+        (d.max_concurrent_jobs, d.metrics_listen, d.retries),
+        (3, None, 0)
+    );
+    assert_eq!((d.retry_delay, d.stop_timeout), (5, 3_600));
+}
+
+#[test]
+fn daemon_key_errors_name_line_and_key() {
+    let base = group_with("");
+    // (text, line, column, key, message part)
+    let cases = [
+        (
+            base.replace(
+                "retention = {",
+                "forget_schedule = \"61 * * * *\"\nretention = {",
+            ),
+            10,
+            19,
+            "group.forget_schedule",
+            "not a valid cron expression",
+        ),
+        (
+            base.replace(
+                "url = \"/srv/backups\"",
+                "url = \"/srv/backups\"\npassword_file = \"pass.txt\"",
+            ),
+            4,
+            17,
+            "repository.password_file",
+            "is a relative path; write an absolute one",
+        ),
+        (
+            base.replace(
+                "url = \"/srv/backups\"",
+                "url = \"/srv/backups\"\nprune_schedule = \"sometimes\"",
+            ),
+            4,
+            18,
+            "repository.prune_schedule",
+            "repository \"onsite\": \"sometimes\" is not a valid cron expression",
+        ),
+        (
+            format!("{base}[daemon]\nmax_concurrent_jobs = 0\n"),
+            17,
+            23,
+            "daemon.max_concurrent_jobs",
+            "0 is out of range; write a number from 1 to 64",
+        ),
+        (
+            format!("{base}[daemon]\nmetrics_listen = \"localhost\"\n"),
+            17,
+            18,
+            "daemon.metrics_listen",
+            "not an address to listen on",
+        ),
+        (
+            format!("{base}[daemon]\nstop_timeout = \"10\"\n"),
+            17,
+            16,
+            "daemon.stop_timeout",
+            "number without a unit",
+        ),
+        (
+            format!("{base}[daemon]\nworkers = 4\n"),
+            17,
+            1,
+            "workers",
+            "unknown field `workers`",
+        ),
+    ];
+    for (text, line, column, key, needle) in cases {
+        let err = parse_config(&text, "lb.toml").expect_err(&text);
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let p = &err.problems[0];
+        assert_eq!(
+            (p.line, p.column, p.key.as_str()),
+            (line, column, key),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(needle),
+            "{err} should contain {needle:?}"
+        );
+    }
+}
+
+/// The example shipped for operators must stay valid as the format evolves.
+#[test]
+fn shipped_example_config_parses() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/lifeboat.example.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = parse_config(&text, path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.repositories.len(), 2);
+    assert_eq!(c.groups.len(), 2);
+    assert!(c.repositories[0].prune_schedule.is_some());
+    assert_eq!(c.daemon.max_concurrent_jobs, 2);
+    let vms: usize = c.groups.iter().map(|g| g.vms.len()).sum();
+    assert_eq!(vms, 3);
+}

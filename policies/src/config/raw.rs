@@ -12,6 +12,19 @@ pub(super) struct RawConfig {
     pub(super) repository: Vec<RawRepository>,
     #[serde(default)]
     pub(super) group: Vec<RawGroup>,
+    pub(super) daemon: Option<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) cache_dir: Option<Spanned<String>>,
+    pub(super) max_concurrent_jobs: Option<Spanned<i64>>,
+    pub(super) metrics_listen: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) retry_delay: Option<Spanned<String>>,
+    pub(super) stop_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -20,6 +33,9 @@ pub(super) struct RawRepository {
     pub(super) name: Spanned<String>,
     pub(super) url: Spanned<String>,
     pub(super) immutability: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+    pub(super) prune_schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +47,7 @@ pub(super) struct RawGroup {
     pub(super) timezone: Spanned<String>,
     pub(super) rpo: Option<Spanned<String>>,
     pub(super) retention: Spanned<RawRetention>,
+    pub(super) forget_schedule: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) vm: Vec<Spanned<RawVm>>,
 }

@@ -1,0 +1,54 @@
+//! Reading the configuration file for `forget --group`, `daemon` and `status`, and the
+//! repository settings a group's jobs run with.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use lifeboat_policies::Config;
+use lifeboat_policies::config::{Group, RepositoryConfig};
+
+use crate::args::GlobalArgs;
+
+/// Reads and validates `path`. Every problem is listed as `file:line:column: key: …`.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the configuration {} (pass --config FILE or set LIFEBOAT_CONFIG; \
+             deploy/lifeboat.example.toml is a starting point)",
+            path.display()
+        )
+    })?;
+    lifeboat_policies::parse_config(&text, &path.display().to_string())
+        .map_err(|e| anyhow!("{e}\nfix the configuration and try again"))
+}
+
+/// The group called `name` and its repository.
+pub fn group<'a>(config: &'a Config, name: &str) -> Result<(&'a Group, &'a RepositoryConfig)> {
+    let group = config.group(name).with_context(|| {
+        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        format!(
+            "no group {name:?} in the configuration; groups: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })?;
+    // Validation guarantees the repository exists.
+    let repo = config
+        .repository(&group.repository)
+        .with_context(|| format!("group {name:?} names an unknown repository"))?;
+    Ok((group, repo))
+}
+
+/// Global arguments pointed at a configured repository: its URL, and its passphrase
+/// file when it has one (else the usual LIFEBOAT_PASSWORD_FILE / LIFEBOAT_PASSWORD).
+pub fn global_for(g: &GlobalArgs, repo: &RepositoryConfig) -> GlobalArgs {
+    let mut out = g.clone();
+    out.repo = Some(repo.url.clone());
+    if let Some(f) = &repo.password_file {
+        out.password_file = Some(f.clone());
+    }
+    out
+}

@@ -1,0 +1,206 @@
+//! `/metrics` for Prometheus: a minimal HTTP/1.1 server on a tokio `TcpListener` (one
+//! request per connection, GET only) — a web framework would be most of the binary
+//! for one text endpoint.
+//!
+//! Every scrape reads the state database, so the numbers are the same `status` shows
+//! and survive daemon restarts. Per disk (labels group, vm, disk):
+//! `lifeboat_last_success_timestamp_seconds`, `lifeboat_last_backup_bytes` (read from
+//! the disk), `lifeboat_last_backup_stored_bytes` (added to the repository),
+//! `lifeboat_last_backup_duration_seconds`, `lifeboat_rpo_seconds`,
+//! `lifeboat_rpo_state` (0 OK, 1 AT RISK, 2 BREACHED), `lifeboat_backup_running`;
+//! and `lifeboat_jobs_total{kind,status}` over the job history.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lifeboat_policies::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::state::State;
+use crate::status::collect;
+
+/// A scraper that sends nothing is dropped after this.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST: usize = 8 * 1024;
+
+pub async fn serve(listener: TcpListener, config: Arc<Config>, state: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                tokio::spawn(handle(conn, config.clone(), state.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("metrics: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut conn: TcpStream, config: Arc<Config>, state: Arc<State>) {
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    if head.is_err() {
+        return;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            let rendered = tokio::task::spawn_blocking(move || render(&config, &state)).await;
+            match rendered {
+                Ok(Ok(body)) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body),
+                Ok(Err(e)) => (
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    format!("reading the state database failed: {e:#}\n"),
+                ),
+                Err(_) => (
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    "rendering metrics panicked\n".to_string(),
+                ),
+            }
+        }
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found; metrics are at /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET /metrics is served\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(response.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// Label values escaped as the exposition format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// The exposition text at this moment.
+pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
+    let report = collect(config, Some(state), Utc::now(), None)?;
+    let mut success = Vec::new();
+    let mut read = Vec::new();
+    let mut stored = Vec::new();
+    let mut duration = Vec::new();
+    let mut rpo = Vec::new();
+    let mut rpo_state = Vec::new();
+    let mut running = Vec::new();
+    for vm in &report.vms {
+        for d in &vm.disks {
+            let l = format!(
+                "group=\"{}\",vm=\"{}\",disk=\"{}\"",
+                label(&vm.group),
+                label(&vm.vm),
+                label(&d.disk)
+            );
+            if let Some(s) = &d.last_success {
+                success.push((l.clone(), s.time.timestamp_millis() as f64 / 1000.0));
+                if let Some(b) = s.bytes_read {
+                    read.push((l.clone(), b as f64));
+                }
+                if let Some(b) = s.stored_bytes {
+                    stored.push((l.clone(), b as f64));
+                }
+                if let Some(t) = s.duration_secs {
+                    duration.push((l.clone(), t));
+                }
+            }
+            if let (Some(secs), Some(st)) = (vm.rpo_secs, d.rpo_state) {
+                rpo.push((l.clone(), secs as f64));
+                rpo_state.push((l.clone(), f64::from(st.level())));
+            }
+            running.push((l, if d.running { 1.0 } else { 0.0 }));
+        }
+    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        "lifeboat_last_success_timestamp_seconds",
+        "Start (recovery point) of the disk's last successful backup, Unix time.",
+        &success,
+    );
+    family(
+        &mut out,
+        "lifeboat_last_backup_bytes",
+        "Bytes the last successful backup read from the disk.",
+        &read,
+    );
+    family(
+        &mut out,
+        "lifeboat_last_backup_stored_bytes",
+        "Bytes the last successful backup added to the repository (compressed, encrypted).",
+        &stored,
+    );
+    family(
+        &mut out,
+        "lifeboat_last_backup_duration_seconds",
+        "How long the last successful backup took.",
+        &duration,
+    );
+    family(
+        &mut out,
+        "lifeboat_rpo_seconds",
+        "The group's recovery point objective.",
+        &rpo,
+    );
+    family(
+        &mut out,
+        "lifeboat_rpo_state",
+        "RPO state: 0 OK, 1 AT RISK, 2 BREACHED (see lifeboat status --help).",
+        &rpo_state,
+    );
+    family(
+        &mut out,
+        "lifeboat_backup_running",
+        "1 while a backup of the disk runs.",
+        &running,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_jobs_total Jobs recorded in the state database, by kind and final status.\n# TYPE lifeboat_jobs_total counter"
+    );
+    for (kind, status, n) in state.job_counts()? {
+        let _ = writeln!(
+            out,
+            "lifeboat_jobs_total{{kind=\"{}\",status=\"{}\"}} {n}",
+            label(&kind),
+            label(&status)
+        );
+    }
+    Ok(out)
+}

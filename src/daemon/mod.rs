@@ -1,0 +1,457 @@
+//! `lifeboat daemon`: runs the configuration's schedules — a backup per disk on each
+//! group's `schedule`, retention (`forget --group`) on its `forget_schedule`, `prune`
+//! on a repository's `prune_schedule` — and records every job in the state database.
+//!
+//! Rules:
+//! - at most `max_concurrent_jobs` jobs at once, and never two for the same disk: a
+//!   run that comes due while the disk's previous job is queued or running is
+//!   recorded as `skipped`;
+//! - prune runs beside backups (its lease and commit guard make that safe, see
+//!   ARCHITECTURE "Garbage collection"), so a long prune never holds backups off;
+//! - a run missed while the daemon was down (a disk whose next run after its last
+//!   good backup is already past) is caught up at start;
+//! - SIGTERM / SIGINT: no new jobs; queued ones are `cancelled`; running ones get
+//!   `stop_timeout` to finish, then SIGTERM (recorded `interrupted`); exit 0. A
+//!   second signal interrupts at once.
+
+mod job;
+pub mod metrics;
+pub mod state;
+mod work;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use lifeboat_policies::Config;
+use lifeboat_policies::Schedule;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::args::{DaemonArgs, GlobalArgs};
+use job::{Outcome, Spec, Stage};
+use state::{JobKey, JobResult, JobStatus, State};
+use work::Work;
+
+/// The scheduler wakes at least this often, to keep the heartbeat fresh and to notice
+/// wall-clock jumps.
+const MAX_SLEEP: Duration = Duration::from_secs(15);
+
+/// Settings after flags, environment and the `[daemon]` table are combined.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub jobs: usize,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub stop_timeout: Duration,
+}
+
+fn settings(g: &GlobalArgs, a: &DaemonArgs, config: &Config) -> Settings {
+    let d = &config.daemon;
+    Settings {
+        state_dir: a.state_dir.clone().unwrap_or_else(|| d.state_dir.clone()),
+        cache_dir: g.cache_dir.clone().or_else(|| d.cache_dir.clone()),
+        jobs: a.jobs.map_or(d.max_concurrent_jobs, usize::from),
+        metrics_listen: a.metrics_listen.map_or(d.metrics_listen, |l| l.0),
+        retries: d.retries,
+        retry_delay: Duration::from_secs(a.retry_delay.unwrap_or(d.retry_delay)),
+        stop_timeout: Duration::from_secs(a.stop_timeout.unwrap_or(d.stop_timeout)),
+    }
+}
+
+struct Ctx {
+    exe: PathBuf,
+    work: work::Builder,
+    settings: Settings,
+    state: Arc<State>,
+    slots: Arc<Semaphore>,
+    in_flight: Mutex<HashSet<String>>,
+    stage: watch::Receiver<Stage>,
+}
+
+/// What a timer starts when it fires.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Backup(usize),
+    Forget(usize),
+    Prune(usize),
+}
+
+pub async fn run(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
+    // Absolute, so the `forget --config` of a job finds it whatever its directory.
+    let config_path = std::path::absolute(&a.config)
+        .with_context(|| format!("resolving the configuration path {}", a.config.display()))?;
+    let config = crate::config_file::load(&config_path)?;
+    let settings = settings(g, &a, &config);
+    check_passwords(&config)?;
+    let exe = std::env::current_exe().context("finding the lifeboat executable to run jobs")?;
+    let state = Arc::new(State::open(&settings.state_dir)?);
+    let now = Utc::now();
+    let stale = db(&state, move |s| s.start_daemon(now)).await?;
+    if stale > 0 {
+        tracing::warn!("{stale} job(s) of a previous daemon were cut off; recorded as interrupted");
+    }
+    let disks: Vec<(String, String, String)> = config
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.vms.iter().flat_map(move |v| {
+                v.disks
+                    .iter()
+                    .map(move |d| (g.name.clone(), v.name.clone(), d.name.clone()))
+            })
+        })
+        .collect();
+    db(&state, move |s| {
+        disks
+            .iter()
+            .try_for_each(|(g, v, d)| s.saw_disk(g, v, d, now))
+    })
+    .await?;
+    let config = Arc::new(config);
+    if let Some(addr) = settings.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "listening for metrics on {addr} (is another daemon running? pass \
+                 --metrics-listen ADDR, or \"\" to turn metrics off)"
+            )
+        })?;
+        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, config.clone(), state.clone()));
+    }
+    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
+    let ctx = Arc::new(Ctx {
+        exe,
+        work: work::Builder {
+            config_path: config_path.clone(),
+            cache_dir: settings.cache_dir.clone(),
+        },
+        slots: Arc::new(Semaphore::new(settings.jobs)),
+        in_flight: Mutex::new(HashSet::new()),
+        stage: stage_rx,
+        state,
+        settings,
+    });
+    tracing::info!(
+        "lifeboat daemon started: {} group(s), {} job(s) at once, state in {}",
+        config.groups.len(),
+        ctx.settings.jobs,
+        ctx.settings.state_dir.display()
+    );
+    let mut jobs = JoinSet::new();
+    catch_up(&ctx, &config, &mut jobs).await;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut timers = timers(&config);
+    loop {
+        let now = Utc::now();
+        for (timer, schedule, next) in timers.iter_mut() {
+            if next.is_some_and(|t| t <= now) {
+                fire(&ctx, &config, *timer, &mut jobs).await;
+                // From now, not from the missed time: runs skipped by a suspend or a
+                // clock jump are not replayed one after another.
+                *next = schedule.next_after(now);
+            }
+        }
+        while jobs.try_join_next().is_some() {}
+        if let Err(e) = db(&ctx.state, move |s| s.heartbeat(now)).await {
+            tracing::warn!("{e:#}");
+        }
+        let wake = timers
+            .iter()
+            .filter_map(|(_, _, next)| *next)
+            .min()
+            .map_or(MAX_SLEEP, |t| (t - Utc::now()).to_std().unwrap_or_default())
+            .min(MAX_SLEEP);
+        tokio::select! {
+            () = tokio::time::sleep(wake) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    shutdown(&ctx, stage_tx, &mut jobs, &mut term, &mut int).await;
+    let now = Utc::now();
+    db(&ctx.state, move |s| s.stop_daemon(now)).await?;
+    tracing::info!("lifeboat daemon stopped");
+    Ok(())
+}
+
+/// Stop starting jobs, give running ones `stop_timeout`, then interrupt them.
+async fn shutdown(
+    ctx: &Ctx,
+    stage: watch::Sender<Stage>,
+    jobs: &mut JoinSet<()>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    while jobs.try_join_next().is_some() {}
+    let running = jobs.len();
+    tracing::info!(
+        "stopping: no new jobs; waiting up to {}s for {running} job(s)",
+        ctx.settings.stop_timeout.as_secs()
+    );
+    stage.send_replace(Stage::Stopping);
+    let deadline = tokio::time::Instant::now() + ctx.settings.stop_timeout;
+    let mut interrupting = false;
+    loop {
+        tokio::select! {
+            r = jobs.join_next() => if r.is_none() { break },
+            () = tokio::time::sleep_until(deadline), if !interrupting => {
+                tracing::warn!("stop timeout reached: interrupting the running job(s)");
+                interrupting = true;
+                stage.send_replace(Stage::Interrupting);
+            }
+            _ = term.recv(), if !interrupting => {
+                tracing::warn!("second signal: interrupting the running job(s)");
+                interrupting = true;
+                stage.send_replace(Stage::Interrupting);
+            }
+            _ = int.recv(), if !interrupting => {
+                interrupting = true;
+                stage.send_replace(Stage::Interrupting);
+            }
+        }
+    }
+}
+
+/// Runs the closure on a blocking thread: SQLite calls must not stall the runtime.
+async fn db<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&State) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .context("state database task panicked")?
+}
+
+/// Jobs are children with no terminal: a missing passphrase must fail here, at
+/// start, not in every job at 01:00.
+fn check_passwords(config: &Config) -> Result<()> {
+    let env_ok = std::env::var_os("LIFEBOAT_PASSWORD").is_some_and(|p| !p.is_empty())
+        || std::env::var_os("LIFEBOAT_PASSWORD_FILE").is_some();
+    for r in &config.repositories {
+        match &r.password_file {
+            Some(f) => {
+                if let Err(e) = std::fs::File::open(f) {
+                    bail!(
+                        "repository {:?}: cannot read its password_file {}: {e}",
+                        r.name,
+                        f.display()
+                    );
+                }
+            }
+            None if !env_ok && config.groups.iter().any(|g| g.repository == r.name) => bail!(
+                "repository {:?} has no password_file, and neither LIFEBOAT_PASSWORD_FILE nor \
+                 LIFEBOAT_PASSWORD is set; add password_file = \"/etc/lifeboat/{}.pass\" to it",
+                r.name,
+                r.name
+            ),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for (i, g) in config.groups.iter().enumerate() {
+        out.push((Timer::Backup(i), g.schedule.clone()));
+        out.push((Timer::Forget(i), g.forget_schedule.clone()));
+    }
+    for (i, r) in config.repositories.iter().enumerate() {
+        if let Some(s) = &r.prune_schedule {
+            out.push((Timer::Prune(i), s.clone()));
+        }
+    }
+    out.into_iter()
+        .map(|(t, s)| {
+            let next = s.next_after(now);
+            (t, s, next)
+        })
+        .collect()
+}
+
+async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<()>) {
+    let w = &ctx.work;
+    match timer {
+        Timer::Backup(gi) => {
+            let g = &config.groups[gi];
+            for (vi, vm) in g.vms.iter().enumerate() {
+                for di in 0..vm.disks.len() {
+                    if let Some(work) = w.backup(config, gi, vi, di) {
+                        submit(ctx, work, jobs).await;
+                    }
+                }
+            }
+        }
+        Timer::Forget(gi) => {
+            if let Some(work) = w.forget(config, gi) {
+                submit(ctx, work, jobs).await;
+            }
+        }
+        Timer::Prune(ri) => submit(ctx, w.prune(&config.repositories[ri]), jobs).await,
+    }
+}
+
+/// Backups missed while the daemon was down run now, not at the next scheduled time.
+async fn catch_up(ctx: &Arc<Ctx>, config: &Config, jobs: &mut JoinSet<()>) {
+    let now = Utc::now();
+    for (gi, g) in config.groups.iter().enumerate() {
+        for (vi, vm) in g.vms.iter().enumerate() {
+            for (di, disk) in vm.disks.iter().enumerate() {
+                let (gn, vn, dn) = (g.name.clone(), vm.name.clone(), disk.name.clone());
+                let history = match db(&ctx.state, move |s| s.disk_history(&gn, &vn, &dn)).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!("{e:#}");
+                        continue;
+                    }
+                };
+                let Some(last) = history.last_success else {
+                    continue;
+                };
+                if g.schedule.next_after(last.point).is_some_and(|t| t < now) {
+                    tracing::info!(
+                        "{}/{}: a scheduled backup was missed while the daemon was down; running it now",
+                        vm.name,
+                        disk.name
+                    );
+                    if let Some(w) = ctx.work.backup(config, gi, vi, di) {
+                        submit(ctx, w, jobs).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records the job and starts its task — or records it as skipped if its disk (or
+/// group's forget, or repository's prune) already has one queued or running.
+async fn submit(ctx: &Arc<Ctx>, w: Work, jobs: &mut JoinSet<()>) {
+    let now = Utc::now();
+    let busy = !ctx
+        .in_flight
+        .lock()
+        .expect("in-flight set poisoned")
+        .insert(w.exclusive.clone());
+    let label = format!("{} {}", w.key.kind, describe(&w.key));
+    let key = w.key.clone();
+    if busy {
+        tracing::warn!("{label}: skipped, the previous job is still queued or running");
+        let r = db(&ctx.state, move |s| {
+            s.add_job(
+                &key,
+                JobStatus::Skipped,
+                Some("skipped: the previous job for the same disk (or group, or repository) was still queued or running; make the schedule less frequent or the job faster"),
+                now,
+            )
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!("{e:#}");
+        }
+        return;
+    }
+    let id = match db(&ctx.state, move |s| {
+        s.add_job(&key, JobStatus::Queued, None, now)
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            // Without a record the RPO evidence would lie; better not to run.
+            tracing::error!("{label}: not started, cannot record it: {e:#}");
+            ctx.in_flight
+                .lock()
+                .expect("in-flight set poisoned")
+                .remove(&w.exclusive);
+            return;
+        }
+    };
+    let spec = Spec {
+        label,
+        exe: ctx.exe.clone(),
+        args: w.args,
+    };
+    let ctx = ctx.clone();
+    jobs.spawn(async move {
+        run_job(&ctx, id, &spec).await;
+        ctx.in_flight
+            .lock()
+            .expect("in-flight set poisoned")
+            .remove(&w.exclusive);
+    });
+}
+
+fn describe(k: &JobKey) -> String {
+    match (&k.vm, &k.disk, &k.group) {
+        (Some(vm), Some(disk), _) => format!("{vm}/{disk}"),
+        (_, _, Some(g)) => format!("group {g}"),
+        _ => format!("repository {}", k.repository),
+    }
+}
+
+async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) {
+    let mut stage = ctx.stage.clone();
+    let slot = tokio::select! {
+        slot = ctx.slots.clone().acquire_owned() => slot.ok(),
+        () = job::reached(&mut stage, |s| *s != Stage::Running) => None,
+    };
+    let Some(_slot) = slot else {
+        let r = JobResult {
+            error: Some("cancelled: the daemon stopped before the job started".into()),
+            ..JobResult::default()
+        };
+        record(ctx, id, JobStatus::Cancelled, r).await;
+        return;
+    };
+    let now = Utc::now();
+    if let Err(e) = db(&ctx.state, move |s| s.job_started(id, now)).await {
+        tracing::error!("{e:#}");
+    }
+    tracing::info!("{}: started (job {id})", spec.label);
+    let s = &ctx.settings;
+    let outcome = job::run(spec, s.retries, s.retry_delay, ctx.stage.clone()).await;
+    let (status, result) = match outcome {
+        Outcome::Ok(r) => {
+            tracing::info!(
+                "{}: done{}",
+                spec.label,
+                r.summary
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+            (JobStatus::Ok, r)
+        }
+        Outcome::Failed(r) => {
+            tracing::error!(
+                "{}: failed: {}",
+                spec.label,
+                r.error.as_deref().unwrap_or("")
+            );
+            (JobStatus::Failed, r)
+        }
+        Outcome::Interrupted(r) => {
+            tracing::warn!("{}: interrupted by the shutdown", spec.label);
+            (JobStatus::Interrupted, r)
+        }
+    };
+    record(ctx, id, status, result).await;
+}
+
+async fn record(ctx: &Ctx, id: i64, status: JobStatus, r: JobResult) {
+    let now = Utc::now();
+    if let Err(e) = db(&ctx.state, move |s| s.job_finished(id, status, &r, now)).await {
+        tracing::error!("{e:#}");
+    }
+}
