@@ -13,6 +13,7 @@ mod output;
 mod password;
 mod prune;
 mod status;
+mod repair;
 
 use std::process::ExitCode;
 
