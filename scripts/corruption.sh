@@ -16,7 +16,7 @@ status=0
 LIFEBOAT_CORRUPTION_ROUNDS=$rounds cargo test --quiet --test corruption -- --nocapture \
     >"$log" 2>&1 || status=$?
 echo "== corruption run: $rounds round(s) per object kind and damage, $(( $(date +%s) - start )) s"
-grep -E '^corruption: ' "$log" | sort | awk '
+grep -oE 'corruption: [A-Za-z]+ [A-Za-z]+ tried [0-9]+ detected [0-9]+' "$log" | sort | awk '
     { printf "%-9s %-9s tried %4d  detected %4d\n", $2, $3, $5, $7; tried += $5; found += $7 }
     END { printf "total              tried %4d  detected %4d\n", tried, found }'
 if [ "$status" != 0 ]; then

@@ -11,7 +11,9 @@
 //!   crash at any point leaves at least one index entry for every readable pack;
 //! - it deletes only index objects it listed at the start: one a concurrent backup
 //!   writes later is never touched;
-//! - index objects of a newer format version are kept (they are not damage).
+//! - index objects of a newer format version are kept (they are not damage), and so are
+//!   ones Object Lock still protects;
+//! - it holds prune's GC lease, so no sweep deletes packs while it re-indexes them.
 //!
 //! A pack whose header cannot be read is reported, not indexed from its header. If an
 //! old, readable index object lists such a pack, its entries are carried over into the
@@ -22,17 +24,22 @@
 //! carried-over entries are collected only for packs with unreadable headers.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::backend::BackendError;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::index::{IndexedPack, encode_index};
 use crate::format::pack::{PackEntry, TRAILER_LEN, decode_header, header_len_from_trailer};
 use crate::format::{self, DATA_PREFIX, DecodeError, INDEX_PREFIX};
+use crate::gc::lease::Lease;
 use crate::repo::Repository;
 
+/// How long the GC lease lasts between renewals; a repair that dies frees it this late.
+const LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 /// How many pack headers are fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
 /// Bytes read from a pack's end in the first request: enough for the header of a pack
@@ -94,6 +101,24 @@ enum HeaderRead {
 impl Repository {
     /// Rebuilds every index object from the pack headers; see the module docs.
     pub async fn repair_index(&self, options: &RepairOptions) -> StoreResult<RepairReport> {
+        if options.dry_run {
+            return self.rebuild_index(options, None).await;
+        }
+        // Holding prune's GC lease keeps a sweep from deleting packs while this
+        // re-indexes them (an index entry for a pack deleted meanwhile would dangle).
+        let mut lease = Lease::acquire(self, LEASE_TTL).await?;
+        let result = self.rebuild_index(options, Some(&mut lease)).await;
+        let released = lease.release(self).await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn rebuild_index(
+        &self,
+        options: &RepairOptions,
+        mut lease: Option<&mut Lease>,
+    ) -> StoreResult<RepairReport> {
         let mut report = RepairReport {
             dry_run: options.dry_run,
             ..Default::default()
@@ -184,8 +209,21 @@ impl Repository {
 
         // Only now that every new object exists: delete the old ones.
         for key in old_index.iter().filter(|k| !keep.contains(*k)) {
-            if !options.dry_run {
-                self.backend().delete(key).await?;
+            if let Some(lease) = lease.as_deref_mut() {
+                lease.keep(self).await?;
+                match self.backend().delete(key).await {
+                    Ok(()) => {}
+                    // Object Lock: the old object stays until its lock expires; readers
+                    // accept the duplicate entries meanwhile.
+                    Err(BackendError::Locked { key, until }) => {
+                        report.old_index_objects_kept.push(DamagedPack {
+                            pack: key,
+                            detail: format!("locked until {until} (Object Lock)"),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             report.old_index_objects_deleted += 1;
         }
