@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use lifeboat_store::ChunkId;
+use lifeboat_store::backend::LockMode;
 use lifeboat_store::crypto::{MasterKey, RepoKeys};
 use lifeboat_store::format::blob::seal_chunk;
-use lifeboat_store::format::config::{ChunkerParams, RepoConfig};
+use lifeboat_store::format::config::{ChunkerParams, Immutability, RepoConfig};
 use lifeboat_store::format::index::{IndexedPack, decode_index, encode_index};
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::{PackBuilder, encode_header, parse_header};
@@ -93,6 +94,10 @@ fn generate() -> Vec<(&'static str, String, Vec<u8>)> {
         zero_run_min: 65536,
         compression_level: 3,
         pack_size: 16 << 20,
+        immutability: Some(Immutability {
+            period_secs: 30 * 86400,
+            mode: LockMode::Compliance,
+        }),
     };
     out.push((
         "config",
