@@ -12,8 +12,8 @@ mod forget;
 mod output;
 mod password;
 mod prune;
-mod status;
 mod repair;
+mod status;
 
 use std::process::ExitCode;
 
