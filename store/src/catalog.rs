@@ -246,7 +246,7 @@ impl Catalog {
                 .iter()
                 .flat_map(|p| p.entries.iter().map(move |e| (&p.pack, e)))
                 .collect();
-            rows.sort_unstable_by(|a, b| a.1.id.0.cmp(&b.1.id.0));
+            rows.sort_unstable_by_key(|r| r.1.id.0);
             for (pack, entry) in rows {
                 Self::insert_entries(&tx, pack, std::slice::from_ref(entry), true)?;
             }

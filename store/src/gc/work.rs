@@ -103,7 +103,7 @@ impl WorkSet {
     pub fn add_live(&self, ids: &[ChunkId]) -> StoreResult<()> {
         let mut ids = ids.to_vec();
         // In key order each B-tree page is touched once per batch, not once per id.
-        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        ids.sort_unstable_by_key(|id| id.0);
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -131,7 +131,7 @@ impl WorkSet {
 
     pub fn add_packs(&self, packs: &[(ChunkId, u64, Option<u64>)]) -> StoreResult<()> {
         let mut packs = packs.to_vec();
-        packs.sort_unstable_by(|a, b| a.0.0.cmp(&b.0.0));
+        packs.sort_unstable_by_key(|p| p.0.0);
         self.with(|c| {
             let tx = c.transaction()?;
             {
