@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, then runs every check CI runs:
-# formatting, clippy with warnings as errors, and the whole test suite (unit tests
-# plus end-to-end tests against a real S3-compatible server, moto_server, on 127.0.0.1).
+# formatting, clippy with warnings as errors, the whole test suite (unit tests plus
+# end-to-end tests against a real S3-compatible server, moto_server, on 127.0.0.1), and
+# a short run of every fuzz target (installs cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+# Builds every fuzz target (a separate crate, fuzz/) and runs each briefly: a decoder
+# change that panics on its seeds or their first mutations fails CI. The long runs
+# are `scripts/fuzz.sh 600` by hand; figures in docs/RELIABILITY.md.
+echo "== fuzz smoke run"
+./scripts/fuzz.sh 10

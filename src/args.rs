@@ -60,6 +60,9 @@ pub enum Command {
     /// BREACHED), last error and next run, from the daemon's job history
     #[command(after_long_help = crate::status::RPO_RULE_HELP)]
     Status(StatusArgs),
+    /// Repair the repository (`repair index`: rebuild the index from the packs)
+    #[command(subcommand)]
+    Repair(crate::repair::RepairCommand),
 }
 
 /// Where the configuration file is (`--config`, LIFEBOAT_CONFIG).

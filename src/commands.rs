@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(k) => key(g, k).await,
         Command::Daemon(a) => crate::daemon::run(g, a).await,
         Command::Status(a) => crate::status::status(g, a).await,
+        Command::Repair(r) => crate::repair::repair(g, r).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -66,6 +67,14 @@ pub(crate) async fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
     for (key, detail) in &sync.damaged {
         if !g.quiet {
             eprintln!("warning: skipped damaged object {key}: {detail}");
+        }
+    }
+    for (id, what) in &sync.vanished {
+        if !g.quiet {
+            eprintln!(
+                "warning: snapshot {} ({what}) is no longer in the repository: forgotten by another host, or its manifest was deleted or lost",
+                &id[..id.len().min(8)]
+            );
         }
     }
     Ok(Arc::new(repo))

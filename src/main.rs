@@ -12,6 +12,7 @@ mod forget;
 mod output;
 mod password;
 mod prune;
+mod repair;
 mod status;
 
 use std::process::ExitCode;

@@ -136,6 +136,14 @@ pub async fn verify_repository(
         });
     }
 
+    // Key slots: damage here locks out whoever holds that slot's passphrase.
+    for p in repo.check_key_slots().await? {
+        report.problems.push(Problem {
+            object: p.object,
+            detail: p.detail,
+        });
+    }
+
     // Make sure the catalog reflects exactly what the repository holds before using it.
     repo.sync_catalog().await?;
 
@@ -151,6 +159,7 @@ pub async fn verify_repository(
     // Manifests: each must open; every chunk must be indexed and not known damaged.
     // Then the catalog forgets the damaged data, so later backups store it afresh rather
     // than deduplicating new snapshots against data that is gone.
+    let mut unindexed = 0u64;
     for obj in repo.backend().list(SNAPSHOTS_PREFIX).await? {
         let Some(id) = format::id_from_key(&obj.key) else {
             continue;
@@ -158,7 +167,9 @@ pub async fn verify_repository(
         report.snapshots += 1;
         match repo.read_manifest(&id.to_hex()).await {
             Ok(manifest) => {
-                if let Some(d) = check_manifest(&repo, &id.to_hex(), &manifest, &damage).await? {
+                if let Some(d) =
+                    check_manifest(&repo, &id.to_hex(), &manifest, &damage, &mut unindexed).await?
+                {
                     report.damaged_snapshots.push(d);
                 }
             }
@@ -175,6 +186,14 @@ pub async fn verify_repository(
                 report.problems.push(p);
             }
         }
+    }
+    if unindexed > 0 {
+        report.problems.push(Problem {
+            object: INDEX_PREFIX.to_string(),
+            detail: format!(
+                "{unindexed} chunk reference(s) point at chunks no index object lists (only this host's catalog knows them); run `lifeboat repair index`"
+            ),
+        });
     }
     let bad_packs: Vec<ChunkId> = damage.packs.keys().copied().collect();
     let bad_chunks: Vec<ChunkId> = damage.chunks.keys().copied().collect();
@@ -296,6 +315,7 @@ async fn check_manifest(
     id: &str,
     manifest: &Manifest,
     damage: &Damage,
+    unindexed: &mut u64,
 ) -> StoreResult<Option<DamagedSnapshot>> {
     let chunks: Vec<(u64, ChunkId, u32)> = manifest
         .extents_with_offsets()
@@ -323,6 +343,12 @@ async fn check_manifest(
     for (off, chunk, len, loc) in located {
         let bad = match loc {
             None => true,
+            // Only this host's catalog knows the chunk (an upload no index object
+            // lists): restorable here, but by no other host, so it counts as damage.
+            Some(loc) if !loc.indexed => {
+                *unindexed += 1;
+                true
+            }
             Some(loc) => {
                 !damage.present.contains(&loc.pack)
                     || damage.packs.contains_key(&loc.pack)

@@ -74,6 +74,10 @@ pub struct ChunkLocation {
     pub offset: u64,
     pub length: u32,
     pub raw_len: u32,
+    /// Whether an index object in the repository lists it; `false` for chunks only
+    /// this host's catalog knows (uploaded, not yet indexed), which other hosts
+    /// cannot find.
+    pub indexed: bool,
 }
 
 pub struct Catalog {
@@ -355,13 +359,14 @@ impl Catalog {
 }
 
 fn locate(c: &Connection, id: &ChunkId) -> rusqlite::Result<Option<ChunkLocation>> {
-    c.prepare_cached("SELECT pack, offset, length, raw_len FROM chunks WHERE id = ?1")?
+    c.prepare_cached("SELECT pack, offset, length, raw_len, indexed FROM chunks WHERE id = ?1")?
         .query_row([&id.0[..]], |r| {
             Ok(ChunkLocation {
                 pack: blob_id(r.get(0)?)?,
                 offset: r.get::<_, i64>(1)? as u64,
                 length: r.get(2)?,
                 raw_len: r.get(3)?,
+                indexed: r.get::<_, i64>(4)? != 0,
             })
         })
         .optional()

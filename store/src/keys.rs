@@ -63,24 +63,35 @@ pub struct KeyListing {
 
 /// Slot metadata sealed with the repository key, so any key holder can list all slots.
 #[derive(Serialize, Deserialize)]
-struct SlotLabel {
-    created: String,
-    host: String,
+pub(crate) struct SlotLabel {
+    pub(crate) created: String,
+    pub(crate) host: String,
+    /// BLAKE3 (hex) of the slot's JSON without the label: lets any key holder check
+    /// that a slot is intact without knowing its passphrase (`verify`). Absent in
+    /// slots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slot_digest: Option<String>,
 }
 
 /// The stored slot: the passphrase-sealed part plus the repository-key-sealed label.
 #[derive(Serialize, Deserialize)]
-struct StoredSlot {
+pub(crate) struct StoredSlot {
     #[serde(flatten)]
-    slot: KeySlot,
-    label: String,
+    pub(crate) slot: KeySlot,
+    pub(crate) label: String,
 }
 
-fn slot_key(id: &str) -> String {
+/// What [`SlotLabel::slot_digest`] covers: the slot as its fields serialise, in order.
+pub(crate) fn slot_digest(slot: &KeySlot) -> String {
+    let bytes = serde_json::to_vec(slot).expect("slot serialises");
+    blake3::hash(&bytes).to_hex().to_string()
+}
+
+pub(crate) fn slot_key(id: &str) -> String {
     format!("{KEYS_PREFIX}{id}")
 }
 
-fn label_aad(id: &str) -> String {
+pub(crate) fn label_aad(id: &str) -> String {
     format!("{KEYS_PREFIX}{id}#label")
 }
 
@@ -99,15 +110,8 @@ async fn write_slot(
     let id = new_slot_id();
     let (created, host) = (now_rfc3339(), hostname());
     let keys = RepoKeys::derive(master);
-    let label = keys.seal(
-        label_aad(&id).as_bytes(),
-        &serde_json::to_vec(&SlotLabel {
-            created: created.clone(),
-            host: host.clone(),
-        })
-        .expect("label serialises"),
-    );
     let (slot_id, master) = (id.clone(), master.clone());
+    let label_fields = (created.clone(), host.clone());
     // argon2 takes a quarter second of CPU: keep it off the async threads.
     let slot = tokio::task::spawn_blocking(move || {
         keyslot::create_slot(
@@ -121,6 +125,15 @@ async fn write_slot(
     })
     .await
     .expect("key derivation task panicked");
+    let label = keys.seal(
+        label_aad(&id).as_bytes(),
+        &serde_json::to_vec(&SlotLabel {
+            created: label_fields.0,
+            host: label_fields.1,
+            slot_digest: Some(slot_digest(&slot)),
+        })
+        .expect("label serialises"),
+    );
     let stored = StoredSlot {
         slot,
         label: B64.encode(label),

@@ -69,19 +69,25 @@ pub enum KeySlotError {
     WrongPassphrase { slot: String },
 }
 
-fn derive_kek(passphrase: &[u8], salt: &[u8], params: &KdfParams) -> Result<[u8; KEY_LEN], String> {
+/// Refuses parameters argon2 rejects, and ones a hostile slot could use to exhaust
+/// memory or time, before anything is allocated.
+fn check_kdf_params(params: &KdfParams) -> Result<Params, String> {
     if params.m_cost_kib > MAX_M_COST_KIB || params.t_cost > MAX_T_COST {
         return Err(format!(
             "argon2 parameters {params:?} exceed the safety limits"
         ));
     }
-    let argon_params = Params::new(
+    Params::new(
         params.m_cost_kib,
         params.t_cost,
         params.p_cost,
         Some(KEY_LEN),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("argon2 parameters {params:?}: {e}"))
+}
+
+fn derive_kek(passphrase: &[u8], salt: &[u8], params: &KdfParams) -> Result<[u8; KEY_LEN], String> {
+    let argon_params = check_kdf_params(params)?;
     let mut kek = [0u8; KEY_LEN];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params)
         .hash_password_into(passphrase, salt, &mut kek)
@@ -125,12 +131,19 @@ fn slot_aad(slot_id: &str) -> String {
     format!("keys/{slot_id}")
 }
 
-/// Tries `passphrase` on a stored slot.
-pub fn open_slot(
-    slot_id: &str,
-    stored: &[u8],
-    passphrase: &[u8],
-) -> Result<(MasterKey, SlotInfo), KeySlotError> {
+/// A stored slot whose structure has been checked, ready for key derivation.
+#[derive(Debug, Clone)]
+pub struct ParsedSlot {
+    pub params: KdfParams,
+    pub salt: Vec<u8>,
+    pub sealed: Vec<u8>,
+}
+
+/// Parses and checks a stored slot without running the KDF: JSON shape, version, KDF
+/// name, parameter limits, base64 fields. Everything before the expensive, memory-hungry
+/// argon2 call happens here, so a hostile slot is refused cheaply (and this is what the
+/// fuzzer exercises).
+pub fn parse_slot(slot_id: &str, stored: &[u8]) -> Result<ParsedSlot, KeySlotError> {
     let damaged = |detail: String| KeySlotError::Damaged {
         slot: slot_id.to_string(),
         detail,
@@ -142,11 +155,34 @@ pub fn open_slot(
             slot.version, slot.kdf
         )));
     }
+    check_kdf_params(&slot.params).map_err(damaged)?;
     let salt = B64.decode(&slot.salt).map_err(|e| damaged(e.to_string()))?;
     let sealed = B64
         .decode(&slot.sealed)
         .map_err(|e| damaged(e.to_string()))?;
-    let kek = derive_kek(passphrase, &salt, &slot.params).map_err(damaged)?;
+    Ok(ParsedSlot {
+        params: slot.params,
+        salt,
+        sealed,
+    })
+}
+
+/// Tries `passphrase` on a stored slot.
+pub fn open_slot(
+    slot_id: &str,
+    stored: &[u8],
+    passphrase: &[u8],
+) -> Result<(MasterKey, SlotInfo), KeySlotError> {
+    let damaged = |detail: String| KeySlotError::Damaged {
+        slot: slot_id.to_string(),
+        detail,
+    };
+    let ParsedSlot {
+        params,
+        salt,
+        sealed,
+    } = parse_slot(slot_id, stored)?;
+    let kek = derive_kek(passphrase, &salt, &params).map_err(damaged)?;
     let plain = open_with(
         &XChaCha20Poly1305::new(&kek.into()),
         slot_aad(slot_id).as_bytes(),

@@ -11,9 +11,11 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod gc;
+pub mod keycheck;
 pub mod keys;
 pub mod keyslot;
 pub mod progress;
+pub mod repair;
 pub mod repo;
 
 pub use backend::{Backend, BackendError, RepoAddress};

@@ -49,6 +49,9 @@ impl SnapshotSummary {
 pub struct SyncReport {
     /// `(object key, what is wrong)`.
     pub damaged: Vec<(String, String)>,
+    /// Snapshots this catalog knew whose manifests are gone: forgotten by another
+    /// host, or deleted or lost. `(snapshot id, "vm/disk at time")`.
+    pub vanished: Vec<(String, String)>,
 }
 
 impl SyncReport {
@@ -227,22 +230,17 @@ impl Repository {
         backend: &dyn Backend,
         keys: &RepoKeys,
     ) -> StoreResult<RepoConfig> {
-        let sealed = backend.get(CONFIG_KEY).await?;
+        let sealed = backend.get(CONFIG_KEY).await.map_err(|e| match e {
+            e if e.is_not_found() => StoreError::corrupt(
+                CONFIG_KEY,
+                "missing; the repository cannot be used without it (copy `config` back from a replica or backup of the repository)",
+            ),
+            e => e.into(),
+        })?;
         let plain = keys
             .open(CONFIG_KEY.as_bytes(), &sealed)
             .map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
-        let config: RepoConfig =
-            serde_json::from_slice(&plain).map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
-        if config.version > format::FORMAT_VERSION {
-            return Err(StoreError::UnsupportedFormat {
-                found: config.version,
-                supported: format::FORMAT_VERSION,
-            });
-        }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| StoreError::corrupt(CONFIG_KEY, e))?;
+        let config = RepoConfig::decode(&plain).map_err(|e| StoreError::decode(CONFIG_KEY, e))?;
         Ok(config)
     }
 
@@ -376,8 +374,12 @@ impl Repository {
             .filter_map(|o| format::id_from_key(&o.key).map(|id| id.to_hex()))
             .collect();
         let known = self.with_catalog(|c| c.snapshots()).await?;
-        for (id, _) in &known {
+        for (id, meta) in &known {
             if !listed.contains(id) {
+                let what = serde_json::from_str::<SnapshotMeta>(meta)
+                    .map(|m| format!("{}/{} at {}", m.vm, m.disk, m.time))
+                    .unwrap_or_default();
+                report.vanished.push((id.clone(), what));
                 let id = id.clone();
                 self.with_catalog(move |c| c.remove_snapshot(&id)).await?;
             }

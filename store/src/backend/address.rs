@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Backend, BackendError, local::LocalBackend, s3::S3Backend};
+use super::{Backend, BackendError, local::LocalBackend};
 
 /// Where a repository lives, parsed from `-r/--repo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,17 @@ pub async fn open_backend(
 ) -> Result<Arc<dyn Backend>, BackendError> {
     Ok(match address {
         RepoAddress::Local(path) => Arc::new(LocalBackend::new(path.clone())),
-        RepoAddress::S3(s3) => Arc::new(S3Backend::connect(s3, options).await?),
+        #[cfg(feature = "s3")]
+        RepoAddress::S3(s3) => Arc::new(super::s3::S3Backend::connect(s3, options).await?),
+        #[cfg(not(feature = "s3"))]
+        RepoAddress::S3(_) => {
+            let _ = options;
+            return Err(BackendError::Io {
+                what: "opening an S3 repository".into(),
+                detail: "this build of the store has no S3 support (feature `s3`)".into(),
+                retryable: false,
+            });
+        }
     })
 }
 

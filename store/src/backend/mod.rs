@@ -9,8 +9,11 @@
 pub mod address;
 pub mod local;
 pub mod locking;
+#[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "s3")]
 mod s3_lock;
+#[cfg(feature = "s3")]
 mod s3_text;
 
 use std::time::SystemTime;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::wire::DecodeError;
+
 /// Sealed as JSON under the key `config`. Changing the chunker parameters after data
 /// was written would only cost deduplication, but they are fixed so that every host
 /// backing up into one repository cuts identical chunks.
@@ -83,6 +85,42 @@ impl ChunkerParams {
             ));
         }
         Ok(())
+    }
+}
+
+impl RepoConfig {
+    /// Parses and checks an opened `config` object. Values a writer would act on
+    /// (chunk sizes, pack size: backups allocate a pack buffer of that size) must be in
+    /// range, so a damaged or hostile config fails here rather than later.
+    pub fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let invalid = |detail: String| DecodeError::Invalid {
+            what: "config",
+            detail,
+        };
+        let config: RepoConfig =
+            serde_json::from_slice(plain).map_err(|e| invalid(e.to_string()))?;
+        if config.version == 0 || config.version > crate::format::FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                what: "repository",
+                found: config.version,
+                supported: crate::format::FORMAT_VERSION,
+            });
+        }
+        config.chunker.validate().map_err(invalid)?;
+        if !(1..=22).contains(&config.compression_level) {
+            return Err(invalid(format!(
+                "compression level {} is outside zstd's 1..=22",
+                config.compression_level
+            )));
+        }
+        let (lo, hi) = (crate::keys::MIN_PACK_SIZE, crate::keys::MAX_PACK_SIZE);
+        if !(lo..=hi).contains(&config.pack_size) {
+            return Err(invalid(format!(
+                "pack size {} is outside {lo}..={hi} bytes",
+                config.pack_size
+            )));
+        }
+        Ok(config)
     }
 }
 
