@@ -89,7 +89,8 @@ impl RepoAddress {
 /// Options that apply to network backends.
 #[derive(Clone, Default)]
 pub struct BackendOptions {
-    /// Accept invalid TLS certificates (explicit `--insecure` only).
+    /// Accept any TLS certificate (explicit `--insecure-tls` only). The backend does not
+    /// warn: the caller must tell the user, on every run, that nothing is authenticated.
     pub insecure_tls: bool,
     /// Explicit S3 credentials; `None` uses the standard AWS chain (environment,
     /// profile, instance metadata). For callers that read credentials from their own

@@ -12,6 +12,8 @@ pub mod locking;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "s3")]
+pub mod s3_client;
+#[cfg(feature = "s3")]
 mod s3_lock;
 #[cfg(feature = "s3")]
 mod s3_text;
@@ -121,6 +123,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Stores `data` under `key` only if no object exists there yet
     /// (`AlreadyExists` otherwise). Used for objects that must never be overwritten.
+    /// An existing object with exactly these bytes counts as success: a retried request
+    /// whose first attempt was stored but whose answer was lost must not fail. Callers
+    /// that need "I created it" must therefore write content nobody else would (all
+    /// callers do: sealed objects carry a random nonce, key slots a random salt).
     async fn put_if_absent(&self, key: &str, data: Bytes) -> BackendResult<()>;
 
     /// Reads a whole object.

@@ -11,8 +11,6 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
@@ -26,28 +24,24 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::address::{BackendOptions, S3Address};
+use super::s3_client;
 use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectLock};
 
 /// Larger bodies go multipart: a single PUT must be resent whole after any failure, and
-/// one slow 64 MiB request already needs most of [`ATTEMPT_TIMEOUT`] on a modest uplink.
+/// one slow 64 MiB request already needs most of the attempt timeout on a modest uplink.
 const SINGLE_PUT_MAX: usize = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Enough parallelism to fill a long fat pipe; more would split a modest uplink so thinly
-/// that each part risks running into [`ATTEMPT_TIMEOUT`].
+/// that each part risks running into the attempt timeout.
 const PARTS_IN_FLIGHT: usize = 4;
 
-const MAX_ATTEMPTS: u32 = 8;
-/// Caps the jittered exponential backoff so that 8 attempts against a refusing endpoint
-/// give up after at most ~27 s of sleeping instead of the SDK default of over a minute.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per attempt, not per operation, so retries of a large upload each get the full time.
-/// It does not cover reading a GetObject body; the SDK's stalled-stream protection (on by
-/// default) fails transfers that stop moving.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// `check_reachable` is what a user with a mistyped or firewalled endpoint hits first;
 /// bound it even when every attempt burns the full connect timeout.
 const REACHABILITY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Reads of a GET body that broke off mid-transfer, in all (see `get_object`).
+const BODY_ATTEMPTS: u32 = 4;
+const BODY_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 const DEFAULT_REGION: &str = "us-east-1";
 
@@ -106,30 +100,21 @@ impl S3Backend {
     ) -> Result<S3Backend, BackendError> {
         let setup_error =
             |detail: String| io(format!("connecting to s3://{}", addr.bucket), detail, false);
-        if options.insecure_tls {
-            // The SDK's rustls client offers no switch to skip certificate verification, and
-            // a hand-rolled verifier would mean a second TLS stack just for this flag.
-            return Err(setup_error(
-                "--insecure is not supported for S3 yet; trust the endpoint's certificate \
-                 instead (add its CA to the system store or point SSL_CERT_FILE at a PEM file)"
-                    .into(),
-            ));
-        }
-
         let region_chain = RegionProviderChain::first_try(addr.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::from_static(DEFAULT_REGION));
-        let retry = RetryConfig::standard()
-            .with_max_attempts(MAX_ATTEMPTS)
-            .with_max_backoff(MAX_BACKOFF);
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region_chain)
-            .retry_config(retry)
-            .timeout_config(timeouts);
+            .retry_config(s3_client::retry_config())
+            .timeout_config(s3_client::timeout_config().map_err(setup_error)?);
+        if options.insecure_tls {
+            // The caller warns the user, loudly: see `BackendOptions::insecure_tls`.
+            tracing::debug!(
+                "TLS certificate verification is off for s3://{}",
+                addr.bucket
+            );
+            loader = loader.http_client(s3_client::insecure_http_client());
+        }
         if let Some(keys) = &options.credentials {
             let (id, secret) = (&keys.access_key_id, &keys.secret_access_key);
             loader =
@@ -303,6 +288,53 @@ impl S3Backend {
                 let detail = format!("reading the body failed: {}", describe(&e));
                 io(self.what(op, key), detail, true)
             })
+    }
+
+    /// A GET whose body is read in full; `None` for a 416 to a ranged request. Returns
+    /// whether the server honoured the range.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> BackendResult<Option<(Bytes, bool)>> {
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.object_key(key))
+                .set_range(range.clone())
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) if range.is_some() && status(&e) == Some(416) => return Ok(None),
+                Err(e) => return Err(self.error(e, "GetObject", key)),
+            };
+            let ranged = out.content_range().is_some();
+            match self.read_body(out.body, "GetObject", key).await {
+                Ok(data) => return Ok(Some((data, ranged))),
+                // The SDK retries requests that fail before an answer starts, not bodies
+                // that break off after it: a reset or stall mid-transfer lands here.
+                Err(e) if attempt < BODY_ATTEMPTS => {
+                    tracing::debug!(key, attempt, error = %e, "GET body failed; retrying");
+                    tokio::time::sleep(BODY_RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the object at `key` holds exactly `data`.
+    async fn holds(&self, key: &str, data: &Bytes) -> BackendResult<bool> {
+        match self.get_object(key, None).await {
+            Ok(Some((stored, _))) => Ok(stored == *data),
+            Ok(None) => Ok(false),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) async fn upload(
@@ -479,19 +511,23 @@ impl Backend for S3Backend {
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> BackendResult<()> {
-        self.upload(key, data, true).await
+        match self.upload(key, data.clone(), true).await {
+            // The SDK retries a PUT whose answer was lost (connection dropped, timeout)
+            // even when the server had already stored it; the retry then meets our own
+            // object and fails its If-None-Match. Identical bytes mean our write landed.
+            Err(BackendError::AlreadyExists { .. }) if self.holds(key, &data).await? => {
+                tracing::debug!(key, "conditional PUT was stored by an earlier attempt");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn get(&self, key: &str) -> BackendResult<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key))
-            .send()
-            .await
-            .map_err(|e| self.error(e, "GetObject", key))?;
-        self.read_body(out.body, "GetObject", key).await
+        Ok(self
+            .get_object(key, None)
+            .await?
+            .map_or_else(Bytes::new, |(data, _)| data))
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> BackendResult<Bytes> {
@@ -500,22 +536,11 @@ impl Backend for S3Backend {
             return Ok(Bytes::new());
         }
         let last = offset.saturating_add(len - 1);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key))
-            .range(format!("bytes={offset}-{last}"))
-            .send()
-            .await;
-        let out = match result {
-            Ok(out) => out,
-            // 416: the range starts at or beyond the end, so nothing of it exists.
-            Err(e) if status(&e) == Some(416) => return Ok(Bytes::new()),
-            Err(e) => return Err(self.error(e, "GetObject", key)),
+        let range = format!("bytes={offset}-{last}");
+        // `None`: 416, the range starts at or beyond the end, so nothing of it exists.
+        let Some((data, ranged)) = self.get_object(key, Some(range)).await? else {
+            return Ok(Bytes::new());
         };
-        let ranged = out.content_range().is_some();
-        let data = self.read_body(out.body, "GetObject", key).await?;
         if ranged {
             return Ok(data);
         }
