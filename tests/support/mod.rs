@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod disk;
+pub mod faults;
 pub mod qemu;
 pub mod s3;
 pub mod vm;
@@ -187,6 +189,47 @@ impl TestRepo {
         self.rt
             .block_on(self.backend.put_locked(key, data.into(), false, lock))
             .unwrap()
+    }
+}
+
+/// Runs `cmd` to completion, killing it and panicking if it takes longer than `limit`:
+/// a hung command must fail its test, not stall CI.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running lifeboat");
+    // Drained on threads so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
