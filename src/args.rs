@@ -31,6 +31,18 @@ pub struct GlobalArgs {
     /// No progress bars or informational messages
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// DANGEROUS: accept any TLS certificate from an https:// S3 endpoint (self-signed
+    /// test rigs). Prefer trusting its CA via SSL_CERT_FILE. Warns on every run.
+    #[arg(
+        long,
+        env = "LIFEBOAT_INSECURE_TLS",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    pub insecure_tls: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,7 +47,21 @@ async fn backend(g: &GlobalArgs) -> Result<(Arc<dyn Backend>, RepoAddress)> {
         bail!("no repository given: pass -r/--repo or set LIFEBOAT_REPO");
     };
     let address = RepoAddress::parse(repo)?;
-    let backend = open_backend(&address, &BackendOptions::default()).await?;
+    if g.insecure_tls {
+        // Every run, even with --quiet or --json (stderr only): an unauthenticated
+        // connection must never become something nobody remembers switching on.
+        eprintln!(
+            "WARNING: TLS certificate verification is OFF (--insecure-tls / \
+             LIFEBOAT_INSECURE_TLS): anyone between this host and the storage endpoint can \
+             impersonate it and read or alter the traffic (backup contents stay encrypted). \
+             Trust the endpoint's CA with SSL_CERT_FILE instead."
+        );
+    }
+    let options = BackendOptions {
+        insecure_tls: g.insecure_tls,
+        ..Default::default()
+    };
+    let backend = open_backend(&address, &options).await?;
     Ok((backend, address))
 }
 

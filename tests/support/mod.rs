@@ -9,6 +9,7 @@ pub mod disk;
 pub mod faults;
 pub mod qemu;
 pub mod s3;
+pub mod tls;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -142,6 +142,7 @@ impl S3Backend {
             // wildcard DNS for `bucket.host`, which such deployments rarely have.
             s3_config = s3_config.endpoint_url(url).force_path_style(true);
         }
+        s3_config = s3_config.retry_classifier(s3_client::NoRetryOnBadCertificate);
         Ok(S3Backend {
             client: Client::from_conf(s3_config.build()),
             bucket: addr.bucket.clone(),
@@ -192,6 +193,15 @@ impl S3Backend {
             _ => false,
         };
         match &err {
+            _ if s3_client::is_certificate_error(&detail) => {
+                let advice = format!(
+                    "{detail}; the TLS certificate of {} was not accepted: if a private CA \
+                     signed it, point SSL_CERT_FILE at that CA's PEM file (--insecure-tls \
+                     skips verification, at the cost of all protection against impostors)",
+                    self.endpoint_label()
+                );
+                return io(what, advice, false);
+            }
             _ if network => return BackendError::Unreachable { what, detail },
             SdkError::ServiceError(_) => {}
             // An answer that could not be read or parsed, e.g. cut off mid-body.

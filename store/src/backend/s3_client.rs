@@ -14,8 +14,12 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
 };
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
 use aws_smithy_types::body::SdkBody;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -167,4 +171,37 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Forbids retries of a TLS handshake that failed on the certificate: the answer will
+/// not change, and eight attempts with backoff only delay the message that says so.
+#[derive(Debug)]
+pub(super) struct NoRetryOnBadCertificate;
+
+impl ClassifyRetry for NoRetryOnBadCertificate {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        match err.as_connector_error() {
+            Some(e) if is_certificate_error(&super::s3_text::describe(e)) => {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "lifeboat: no retry on TLS certificate errors"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        // After the SDK's transient-error classifier, which would call it retryable I/O.
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// Whether an error's text is rustls rejecting the server's certificate.
+pub(super) fn is_certificate_error(detail: &str) -> bool {
+    detail.contains("invalid peer certificate") || detail.contains("certificate verify failed")
 }
