@@ -20,6 +20,17 @@ if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-nbd >/dev/nul
         "qemu-utils=$version" "qemu-system-x86=$version" >/dev/null
 fi
 
+# openssl makes the private CA and certificate of the https:// endpoint test.
+if ! command -v openssl >/dev/null; then
+    echo "== installing openssl"
+    if [ "$(id -u)" != 0 ]; then
+        echo "need root to apt-get install openssl; install it and re-run" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
     echo "== installing moto[server] (the S3-compatible server the tests run against)"
     python3 -m pip install --quiet 'moto[server]>=5,<6'
