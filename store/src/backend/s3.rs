@@ -194,12 +194,7 @@ impl S3Backend {
         };
         match &err {
             _ if s3_client::is_certificate_error(&detail) => {
-                let advice = format!(
-                    "{detail}; the TLS certificate of {} was not accepted: if a private CA \
-                     signed it, point SSL_CERT_FILE at that CA's PEM file (--insecure-tls \
-                     skips verification, at the cost of all protection against impostors)",
-                    self.endpoint_label()
-                );
+                let advice = s3_client::certificate_advice(&detail, &self.endpoint_label());
                 return io(what, advice, false);
             }
             _ if network => return BackendError::Unreachable { what, detail },
@@ -340,8 +335,7 @@ impl S3Backend {
     /// Whether the object at `key` holds exactly `data`.
     async fn holds(&self, key: &str, data: &Bytes) -> BackendResult<bool> {
         match self.get_object(key, None).await {
-            Ok(Some((stored, _))) => Ok(stored == *data),
-            Ok(None) => Ok(false),
+            Ok(stored) => Ok(stored.is_some_and(|(stored, _)| stored == *data)),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }

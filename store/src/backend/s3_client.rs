@@ -205,3 +205,12 @@ impl ClassifyRetry for NoRetryOnBadCertificate {
 pub(super) fn is_certificate_error(detail: &str) -> bool {
     detail.contains("invalid peer certificate") || detail.contains("certificate verify failed")
 }
+
+/// What to tell a user whose endpoint's certificate was rejected.
+pub(super) fn certificate_advice(detail: &str, endpoint: &str) -> String {
+    format!(
+        "{detail}; the TLS certificate of {endpoint} was not accepted: if a private CA \
+         signed it, point SSL_CERT_FILE at that CA's PEM file (--insecure-tls skips \
+         verification, at the cost of all protection against impostors)"
+    )
+}
