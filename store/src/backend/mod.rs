@@ -16,6 +16,8 @@ pub mod s3_client;
 #[cfg(feature = "s3")]
 mod s3_lock;
 #[cfg(feature = "s3")]
+mod s3_read;
+#[cfg(feature = "s3")]
 mod s3_text;
 
 use std::time::SystemTime;
