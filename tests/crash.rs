@@ -1,5 +1,5 @@
 //! Crash tests: `kill -9` Lifeboat at seeded random points of its conversation with
-//! storage, during backup and forget. The proxy in front of the S3 server holds every
+//! storage, during backup, forget and prune. The proxy in front of the S3 server holds every
 //! request from number N on, so the process is killed with exactly N requests answered
 //! and the next one in flight. After each crash: `verify --read-data` passes, every
 //! committed snapshot restores byte-identical, and running the command again completes
@@ -8,7 +8,6 @@
 //! CI runs a few seeds per command; `scripts/reliability.sh` sets
 //! `LIFEBOAT_CRASH_SEEDS` (seeds per command) for the long run.
 //!
-//! `prune` is not built yet: [`prune_case`] is its crash case, ready to be enabled.
 
 mod support;
 
@@ -31,6 +30,8 @@ struct CrashCase {
     setup: fn(&mut Chaos, u64),
     /// The command that is killed, then run again to completion.
     command: fn(&Chaos) -> Vec<String>,
+    /// Wait after the crash before the re-run.
+    rerun_after: Duration,
     /// Checks after the re-run succeeded (nothing-lost is checked by the harness).
     after_rerun: fn(&Chaos, &CrashRun),
 }
@@ -101,6 +102,7 @@ fn backup_case() -> CrashCase {
             chaos.remember("web01-v1", &img);
         },
         command: |chaos| backup_args(chaos, "web01", "web01-v1"),
+        rerun_after: Duration::ZERO,
         after_rerun: |chaos, run| {
             let tags = chaos.check_nothing_lost();
             assert!(tags.contains(&"web01-v1".to_string()), "{tags:?}");
@@ -147,6 +149,7 @@ fn forget_case() -> CrashCase {
                 .map(String::from)
                 .to_vec()
         },
+        rerun_after: Duration::ZERO,
         after_rerun: |chaos, _| {
             let tags = chaos.check_nothing_lost();
             assert_eq!(tags, ["v3", "v4"], "forget kept the two newest");
@@ -154,35 +157,38 @@ fn forget_case() -> CrashCase {
     }
 }
 
-/// `lifeboat prune` crashes. NOT ENABLED: prune is being built on main. Once it exists,
-/// enable it with
-///
-/// ```ignore
-/// #[test]
-/// fn prune_killed_at_random_points_loses_nothing() {
-///     crash_at_random_points(&prune_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 4));
-/// }
-/// ```
-///
-/// and adjust the command line to prune's final flags.
-#[allow(dead_code)]
+/// `prune` sweeping and repacking the data of two forgotten snapshots (an earlier
+/// prune has condemned it), with two kept snapshots sharing some of it.
 fn prune_case() -> CrashCase {
     CrashCase {
         name: "prune",
         setup: |chaos, seed| {
-            // Four snapshots, two forgotten: prune has unreferenced data to delete and
-            // shared data it must keep.
             (forget_case().setup)(chaos, seed);
             chaos.repo.ok(&["forget", "--keep-last", "2"]);
             chaos.versions.retain(|tag, _| tag == "v3" || tag == "v4");
+            // Unused data must be older than the grace period to be condemned (first
+            // prune), and condemned for longer than it to be swept (the crashed one).
+            std::thread::sleep(Duration::from_millis(2100));
+            chaos.repo.ok(&PRUNE);
+            std::thread::sleep(Duration::from_millis(1100));
         },
-        command: |_| ["prune", "--json"].map(String::from).to_vec(),
+        command: |_| {
+            PRUNE
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["--json".into()])
+                .collect()
+        },
+        // The killed prune's GC lease must run out before another prune may start.
+        rerun_after: Duration::from_millis(1500),
         after_rerun: |chaos, _| {
             let tags = chaos.check_nothing_lost();
             assert_eq!(tags, ["v3", "v4"]);
         },
     }
 }
+
+const PRUNE: [&str; 5] = ["prune", "--grace", "1s", "--lease", "1s"];
 
 /// Runs `case` once, uninterrupted, on a fresh repository: the requests it makes.
 fn reference_run(case: &CrashCase, seed: u64) -> Vec<Seen> {
@@ -205,7 +211,7 @@ fn crash_once(case: &CrashCase, seed: u64, reference: &[Seen]) -> bool {
 
     // Anywhere from the first request to the last one of a normal run (whose count
     // varies a little with timing, so a run may still finish first).
-    let point = rng(seed).gen_range(1..=reference.len() as u64);
+    let point = rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).gen_range(1..=reference.len() as u64);
     chaos.proxy.hold_from(chaos.proxy.requests() + point);
     let mut child = chaos
         .cmd()
@@ -238,6 +244,7 @@ fn crash_once(case: &CrashCase, seed: u64, reference: &[Seen]) -> bool {
     );
 
     chaos.check_nothing_lost();
+    std::thread::sleep(case.rerun_after);
     chaos.until_ok(&args, 1);
     let run = CrashRun {
         seed,
@@ -279,4 +286,9 @@ fn backup_killed_at_random_points_loses_nothing_and_resumes() {
 #[test]
 fn forget_killed_at_random_points_loses_nothing() {
     crash_at_random_points(&forget_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 4));
+}
+
+#[test]
+fn prune_killed_at_random_points_loses_nothing() {
+    crash_at_random_points(&prune_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 3));
 }
