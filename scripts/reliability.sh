@@ -4,18 +4,18 @@
 # seeded points during backup, forget and prune. Prints faults injected by kind and crash
 # points; docs/RELIABILITY.md records one run.
 #
-#   FAULT_SEEDS   seeds of the fault matrix              (default 8)
+#   FAULT_SEEDS   seeds of the fault matrix              (default 6)
 #   FAULT_MIB     MiB of data per disk in the matrix     (default 32)
 #   FAULT_RATE    faulted requests per thousand          (default 50, i.e. 5 %)
-#   CRASH_SEEDS   crash points per command               (default 20; 3 commands, 60 in all)
+#   CRASH_SEEDS   crash points per command               (default 17; 3 commands, 51 in all)
 # Full output: target/reliability-{faults,crash}.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FAULT_SEEDS=${FAULT_SEEDS:-8}
+FAULT_SEEDS=${FAULT_SEEDS:-6}
 FAULT_MIB=${FAULT_MIB:-32}
 FAULT_RATE=${FAULT_RATE:-50}
-CRASH_SEEDS=${CRASH_SEEDS:-20}
+CRASH_SEEDS=${CRASH_SEEDS:-17}
 
 if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
     echo "moto_server is missing: run scripts/test.sh once (it installs it), or pip install 'moto[server]>=5,<6'" >&2

@@ -280,15 +280,15 @@ fn crash_at_random_points(case: &CrashCase, seeds: u64) {
 
 #[test]
 fn backup_killed_at_random_points_loses_nothing_and_resumes() {
-    crash_at_random_points(&backup_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 5));
+    crash_at_random_points(&backup_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 4));
 }
 
 #[test]
 fn forget_killed_at_random_points_loses_nothing() {
-    crash_at_random_points(&forget_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 4));
+    crash_at_random_points(&forget_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 3));
 }
 
 #[test]
 fn prune_killed_at_random_points_loses_nothing() {
-    crash_at_random_points(&prune_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 3));
+    crash_at_random_points(&prune_case(), env_u64("LIFEBOAT_CRASH_SEEDS", 2));
 }
