@@ -92,7 +92,7 @@ pub struct RepairReport {
 }
 
 /// Outcome of reading one pack's header.
-enum HeaderRead {
+pub(crate) enum HeaderRead {
     Ok(Vec<PackEntry>),
     Damaged(String),
     Vanished,
@@ -258,7 +258,11 @@ impl Repository {
     /// Reads and opens one pack's sealed header with (usually) a single ranged GET of
     /// the pack's tail. Storage errors other than "not found" abort the repair: the
     /// pack may be fine, and nothing has been deleted yet.
-    async fn read_pack_header(&self, pack: &ChunkId, size: u64) -> StoreResult<HeaderRead> {
+    pub(crate) async fn read_pack_header(
+        &self,
+        pack: &ChunkId,
+        size: u64,
+    ) -> StoreResult<HeaderRead> {
         let key = format::pack_key(pack);
         let damaged = |e: DecodeError| Ok(HeaderRead::Damaged(e.to_string()));
         if size < TRAILER_LEN as u64 {

@@ -25,14 +25,19 @@ use crate::repo::Repository;
 use super::unix_now;
 
 /// Reads plans and completion records the catalog has not seen yet.
-pub(crate) async fn sync_plans(repo: &Repository) -> StoreResult<()> {
-    let listed: Vec<GcKey> = repo
+/// Every plan and completion record in the repository.
+pub(crate) async fn list_gc_keys(repo: &Repository) -> StoreResult<Vec<GcKey>> {
+    Ok(repo
         .backend()
         .list(GC_PREFIX)
         .await?
         .iter()
         .filter_map(|o| classify_gc_key(&o.key))
-        .collect();
+        .collect())
+}
+
+pub(crate) async fn sync_plans(repo: &Repository) -> StoreResult<()> {
+    let listed = list_gc_keys(repo).await?;
     let (known_plans, known_done) = repo.with_catalog(known).await?;
     let plans: HashSet<String> = listed
         .iter()

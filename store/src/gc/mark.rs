@@ -11,10 +11,9 @@ use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::gc::{Plan, PlanMeta, plan_key};
 use crate::format::index::{IndexedPack, encode_index};
-use crate::format::pack::{
-    PackBuilder, PackEntry, TRAILER_LEN, decode_header, header_len_from_trailer,
-};
+use crate::format::pack::{PackBuilder, PackEntry};
 use crate::format::{self, blob::open_chunk};
+use crate::repair::HeaderRead;
 use crate::repo::{Repository, hostname, now_rfc3339};
 
 use super::guard::record_plan;
@@ -294,25 +293,12 @@ fn send(tx: &mpsc::Sender<Vec<IndexedPack>>, batch: Vec<IndexedPack>) -> StoreRe
     })
 }
 
-/// Reads an orphan pack's header by two ranged GETs (trailer, then header).
+/// An orphan pack's entries, from its header (as `repair index` reads them).
 async fn read_header(repo: &Repository, o: &Orphan) -> StoreResult<Vec<PackEntry>> {
-    let key = format::pack_key(&o.pack);
-    let corrupt = |e: &dyn std::fmt::Display| StoreError::corrupt(&key, e);
-    let trailer_at = o
-        .size
-        .checked_sub(TRAILER_LEN as u64)
-        .ok_or_else(|| corrupt(&"too short"))?;
-    let trailer = repo
-        .backend()
-        .get_range(&key, trailer_at, TRAILER_LEN as u64)
-        .await?;
-    let header_len = header_len_from_trailer(&trailer).map_err(|e| corrupt(&e))? as u64;
-    let header_at = trailer_at
-        .checked_sub(header_len)
-        .ok_or_else(|| corrupt(&"header longer than the pack"))?;
-    let sealed: Bytes = repo
-        .backend()
-        .get_range(&key, header_at, header_len)
-        .await?;
-    decode_header(repo.keys(), &sealed, o.size).map_err(|e| corrupt(&e))
+    match repo.read_pack_header(&o.pack, o.size).await? {
+        HeaderRead::Ok(entries) => Ok(entries),
+        HeaderRead::Damaged(why) => Err(StoreError::corrupt(&format::pack_key(&o.pack), why)),
+        // Deleted since the listing: condemning it again costs nothing.
+        HeaderRead::Vanished => Ok(Vec::new()),
+    }
 }

@@ -15,13 +15,13 @@
 
 use crate::crypto::ChunkId;
 use crate::error::StoreResult;
-use crate::format::gc::{Done, DoneMeta, GC_PREFIX, GcKey, classify_gc_key, done_key};
+use crate::format::gc::{Done, DoneMeta, GcKey, done_key};
 use crate::format::index::{IndexedPack, encode_index};
 use crate::format::{self};
 use crate::repo::{Repository, hostname, now_rfc3339};
 
 use super::SweepReport;
-use super::guard::{read_plan, record_done};
+use super::guard::{list_gc_keys, read_plan, record_done};
 use super::lease::Lease;
 use super::work::WorkSet;
 
@@ -35,13 +35,7 @@ pub(super) async fn sweep(
     dry_run: bool,
     report: &mut SweepReport,
 ) -> StoreResult<()> {
-    let keys: Vec<GcKey> = repo
-        .backend()
-        .list(GC_PREFIX)
-        .await?
-        .iter()
-        .filter_map(|o| classify_gc_key(&o.key))
-        .collect();
+    let keys = list_gc_keys(repo).await?;
     let done: Vec<&String> = keys
         .iter()
         .filter_map(|k| match k {
