@@ -38,6 +38,11 @@ pub(crate) async fn list_gc_keys(repo: &Repository) -> StoreResult<Vec<GcKey>> {
 
 pub(crate) async fn sync_plans(repo: &Repository) -> StoreResult<()> {
     let listed = list_gc_keys(repo).await?;
+    sync_listed_plans(repo, listed).await
+}
+
+/// [`sync_plans`] with a listing the caller already has.
+async fn sync_listed_plans(repo: &Repository, listed: Vec<GcKey>) -> StoreResult<()> {
     let (known_plans, known_done) = repo.with_catalog(known).await?;
     let plans: HashSet<String> = listed
         .iter()
@@ -93,7 +98,7 @@ pub(crate) async fn read_plan(repo: &Repository, key: &str) -> StoreResult<Plan>
 /// Refuses a commit that would reference data a prune is deleting or has deleted.
 pub(crate) async fn check_commit(repo: &Repository, manifest: &Manifest) -> StoreResult<()> {
     // The common case, no prune ever ran: one LIST and done.
-    let listed = repo.backend().list(GC_PREFIX).await?;
+    let listed = list_gc_keys(repo).await?;
     if listed.is_empty() && !repo.with_catalog(any_plans).await? {
         return Ok(());
     }
@@ -133,7 +138,9 @@ pub(crate) async fn check_commit(repo: &Repository, manifest: &Manifest) -> Stor
             ),
         });
     }
-    sync_plans(repo).await?;
+    // The listing above is recent enough: a plan written after it has a deadline at
+    // least a grace period away, so this commit is safe against it anyway.
+    sync_listed_plans(repo, listed).await?;
     let now = unix_now();
     let conflicts = repo
         .with_catalog(move |c| conflicts(c, &packs, now))
