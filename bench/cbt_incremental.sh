@@ -27,6 +27,7 @@ workdir=$here/work/cbt
 lifeboat=$root/target/release/lifeboat
 restic=$(command -v restic || echo /usr/bin/restic)
 chunk_avg=""
+fixed_chunks=""
 keep=0
 
 usage() {
@@ -44,6 +45,9 @@ usage: $0 [options]
   --restic PATH      restic binary (default: restic on PATH)
   --chunk-avg SIZE   Lifeboat repository's average chunk size (lifeboat init
                      --chunk-avg; default: Lifeboat's default)
+  --fixed-chunks SIZE
+                     Lifeboat repository cut into fixed, aligned chunks of SIZE
+                     (lifeboat init --fixed-chunks; e.g. 64KiB, the bitmap granularity)
   --keep             keep the working image and both repositories afterwards
 EOF
 }
@@ -59,6 +63,7 @@ while [[ $# -gt 0 ]]; do
         --lifeboat) lifeboat=$2; shift 2 ;;
         --restic) restic=$2; shift 2 ;;
         --chunk-avg) chunk_avg=$2; shift 2 ;;
+        --fixed-chunks) fixed_chunks=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -293,9 +298,11 @@ verify() {
 }
 
 # --- first backups -------------------------------------------------------------------------
-"$lifeboat" -r "$lb_repo" --json init ${chunk_avg:+--chunk-avg "$chunk_avg"} >"$logs/lifeboat-init.out"
-lb_chunker=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["chunker"]
-print("min %d / avg %d / max %d KiB" % (c["min"] >> 10, c["avg"] >> 10, c["max"] >> 10))' "$logs/lifeboat-init.out")
+"$lifeboat" -r "$lb_repo" --json init ${chunk_avg:+--chunk-avg "$chunk_avg"} \
+    ${fixed_chunks:+--fixed-chunks "$fixed_chunks"} >"$logs/lifeboat-init.out"
+lb_chunker=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); c=j["chunker"]
+if j.get("fixed_chunk_size"): print("fixed %d KiB" % (j["fixed_chunk_size"] >> 10))
+else: print("min %d / avg %d / max %d KiB" % (c["min"] >> 10, c["avg"] >> 10, c["max"] >> 10))' "$logs/lifeboat-init.out")
 echo "lifeboat chunker: $lb_chunker"
 machine="$machine; lifeboat chunks $lb_chunker"
 "${rs[@]}" init >"$logs/restic-init.out"

@@ -141,6 +141,13 @@ pub struct InitArgs {
     /// Maximum chunk size [default: avg*4]
     #[arg(long, value_parser = parse_size)]
     pub chunk_max: Option<u32>,
+    /// Cut disks into fixed, aligned chunks of SIZE (a multiple of 4KiB, at most 4MiB)
+    /// instead of content-defined ones. For changed-block-tracked VM disks: at the dirty
+    /// bitmap's granularity (64KiB) a nightly incremental reads and stores about what
+    /// changed, at the price of more chunks per disk. Cannot be changed later.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size,
+          conflicts_with_all = ["chunk_avg", "chunk_min", "chunk_max"])]
+    pub fixed_chunks: Option<u32>,
     /// zstd compression level (1-22)
     #[arg(long, default_value_t = 3)]
     pub compression: i32,

@@ -105,6 +105,7 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     };
     let options = InitOptions {
         chunker,
+        fixed_chunk_size: a.fixed_chunks,
         compression_level: a.compression,
         pack_size: a.pack_size,
         // A local repository is just a directory: creating it is what `init` means.
@@ -125,6 +126,7 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             "repository": location,
             "id": repo.config().id,
             "chunker": repo.config().chunker,
+            "fixed_chunk_size": repo.config().fixed_chunk_size,
             "key_slot": repo.slot_id(),
             "immutability": repo.config().immutability,
         }));
@@ -133,6 +135,9 @@ async fn init(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             "created repository {} at {location}",
             &repo.config().id[..8]
         );
+        if let Some(size) = repo.config().fixed_chunk_size {
+            println!("chunking: fixed {size}-byte chunks, aligned");
+        }
         if let Some(i) = repo.config().immutability {
             println!(
                 "immutable: every pack, index and snapshot is locked ({:?} mode) for {} after it is written",

@@ -16,8 +16,9 @@ use lifeboat_store::format::manifest::Extent;
 use tokio::sync::mpsc;
 
 use crate::BackupError;
+use crate::fixed::incremental::Plan;
 use crate::incremental::{ReadAt, Step, incremental_pieces};
-use crate::segmenter::{Piece, Segmenter};
+use crate::segmenter::{DiskSegmenter, Piece};
 use crate::source::{DiskSource, RawSource};
 
 /// Bytes per read: large enough for sequential throughput, small enough for flat memory.
@@ -87,11 +88,10 @@ pub(crate) async fn read_full(
     let (buf_tx, mut buf_rx) = mpsc::channel::<(u64, Bytes)>(READ_AHEAD);
 
     let segmenting = {
-        let (chunker, zero_run_min, state) = (config.chunker, config.zero_run_min, state.clone());
+        let (config, state) = (config.clone(), state.clone());
         tokio::task::spawn_blocking(move || {
             let mut emitter = Emitter::new(work, state.clone());
-            let mut segmenter =
-                Segmenter::new(chunker, zero_run_min, |p| emitter.emit(Work::Piece(p)));
+            let mut segmenter = DiskSegmenter::new(&config, |p| emitter.emit(Work::Piece(p)));
             let mut pos = 0u64;
             while let Some((offset, data)) = buf_rx.blocking_recv() {
                 if offset > pos {
@@ -159,9 +159,7 @@ fn read_raw(
     state: &Arc<ReadState>,
 ) -> Result<(), BackupError> {
     let mut emitter = Emitter::new(work, state.clone());
-    let mut segmenter = Segmenter::new(config.chunker, config.zero_run_min, |p| {
-        emitter.emit(Work::Piece(p))
-    });
+    let mut segmenter = DiskSegmenter::new(config, |p| emitter.emit(Work::Piece(p)));
     let mut buf = vec![0u8; READ_SIZE];
     let mut pos = 0u64;
     for &(start, end) in ranges {
@@ -214,6 +212,10 @@ pub(crate) async fn read_incremental(
     work: WorkSender,
     state: Arc<ReadState>,
 ) -> Result<(), BackupError> {
+    if let Some(cell_size) = config.fixed_chunk_size {
+        return read_incremental_fixed(source, config, cell_size, previous, dirty, work, state)
+            .await;
+    }
     let (chunker, zero_run_min) = (config.chunker, config.zero_run_min);
     let reader = BlockingReader {
         source,
@@ -248,6 +250,104 @@ pub(crate) async fn read_incremental(
     })
     .await
     .expect("incremental reader panicked")
+}
+
+/// Reads in flight for an incremental read of fixed cells: dirty cells are scattered
+/// and small, so latency, not bandwidth, bounds them.
+const FIXED_READ_AHEAD: usize = 16;
+
+/// Reads only the dirty cells of a fixed-chunked disk, [`FIXED_READ_AHEAD`] at a time,
+/// and reuses every other cell (see [`crate::fixed::incremental`]).
+async fn read_incremental_fixed(
+    source: Arc<dyn DiskSource>,
+    config: &RepoConfig,
+    cell_size: u32,
+    previous: Arc<Vec<Extent>>,
+    dirty: Vec<(u64, u64)>,
+    work: WorkSender,
+    state: Arc<ReadState>,
+) -> Result<(), BackupError> {
+    let size = source.size();
+    let reads = match Plan::new(&previous, cell_size, size, &dirty) {
+        Ok(plan) => plan.reads(READ_SIZE as u64),
+        Err(why) => {
+            tracing::warn!(
+                "previous snapshot unusable for an incremental read ({why}); reading the whole disk"
+            );
+            return read_full(source, config, work, state).await;
+        }
+    };
+    let (buf_tx, mut buf_rx) = mpsc::channel::<(u64, Bytes)>(FIXED_READ_AHEAD);
+    let walking = {
+        let (state, describe) = (state.clone(), source.describe());
+        tokio::task::spawn_blocking(move || {
+            let plan =
+                Plan::new(&previous, cell_size, size, &dirty).map_err(BackupError::Invalid)?;
+            let mut emitter = Emitter::new(work, state.clone());
+            let (mut at, mut buffered) = (0u64, Bytes::new());
+            let mut read_cell = |offset: u64, len: usize| -> std::io::Result<Vec<u8>> {
+                if buffered.is_empty() {
+                    (at, buffered) = buf_rx
+                        .blocking_recv()
+                        .ok_or_else(|| std::io::Error::other("backup stopped"))?;
+                }
+                if at != offset || buffered.len() < len {
+                    return Err(std::io::Error::other(format!(
+                        "internal error: cell {offset}+{len} asked for, read {at}+{} arrived",
+                        buffered.len()
+                    )));
+                }
+                at += len as u64;
+                Ok(buffered.split_to(len).to_vec())
+            };
+            plan.walk(&mut read_cell, &mut |step| {
+                let work = match step {
+                    Step::Reuse { extent, .. } => Work::Reuse(extent),
+                    Step::Piece(piece) => Work::Piece(piece),
+                };
+                state.progress.add(work_len(&work));
+                emitter.emit(work);
+            })
+            .map(|_| ())
+            .map_err(|source| BackupError::Source {
+                path: describe,
+                source,
+            })
+        })
+    };
+    let mut stream = futures::stream::iter(reads)
+        .map(|(start, end)| {
+            let source = source.clone();
+            async move {
+                let data = source.read_at(start, (end - start) as usize).await?;
+                Ok::<_, BackupError>((start, data))
+            }
+        })
+        .buffered(FIXED_READ_AHEAD);
+    let mut result = Ok(());
+    while let Some(read) = stream.next().await {
+        if state.stopped() {
+            break;
+        }
+        match read {
+            Ok((start, data)) => {
+                state
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if buf_tx.send((start, data)).await.is_err() {
+                    break; // the walk ended early; its result says why
+                }
+            }
+            Err(e) => {
+                state.stop.store(true, Ordering::Relaxed);
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(buf_tx);
+    let walked = walking.await.expect("incremental walker panicked");
+    result.and(walked)
 }
 
 fn work_len(work: &Work) -> u64 {

@@ -9,7 +9,9 @@
 //! two hosts, or a full and an incremental backup, produce identical manifests.
 
 use fastcdc::v2020::FastCDC;
-use lifeboat_store::format::config::ChunkerParams;
+use lifeboat_store::format::config::{ChunkerParams, RepoConfig};
+
+use crate::fixed::FixedSegmenter;
 
 /// Granularity of zero detection.
 pub const BLOCK: usize = 4096;
@@ -179,6 +181,43 @@ impl<F: FnMut(Piece)> Segmenter<F> {
         }
         self.settle_zero_run();
         self.cut_region(true);
+    }
+}
+
+/// The segmenter a repository's configuration calls for: content-defined, or fixed
+/// cells for repositories made with `init --fixed-chunks`.
+pub enum DiskSegmenter<F: FnMut(Piece)> {
+    ContentDefined(Segmenter<F>),
+    Fixed(FixedSegmenter<F>),
+}
+
+impl<F: FnMut(Piece)> DiskSegmenter<F> {
+    pub fn new(config: &RepoConfig, emit: F) -> Self {
+        match config.fixed_chunk_size {
+            Some(size) => Self::Fixed(FixedSegmenter::new(size, emit)),
+            None => Self::ContentDefined(Segmenter::new(config.chunker, config.zero_run_min, emit)),
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        match self {
+            Self::ContentDefined(s) => s.feed(data),
+            Self::Fixed(s) => s.feed(data),
+        }
+    }
+
+    pub fn feed_zeros(&mut self, len: u64) {
+        match self {
+            Self::ContentDefined(s) => s.feed_zeros(len),
+            Self::Fixed(s) => s.feed_zeros(len),
+        }
+    }
+
+    pub fn finish(self) {
+        match self {
+            Self::ContentDefined(s) => s.finish(),
+            Self::Fixed(s) => s.finish(),
+        }
     }
 }
 

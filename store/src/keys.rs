@@ -15,7 +15,7 @@ use crate::crypto::{MasterKey, RepoKeys};
 use crate::error::{StoreError, StoreResult};
 use crate::format::config::{
     ChunkerParams, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, DEFAULT_ZERO_RUN_MIN,
-    Immutability, RepoConfig,
+    Immutability, RepoConfig, validate_fixed_chunk_size,
 };
 use crate::format::{CONFIG_KEY, FORMAT_VERSION, KEYS_PREFIX, MARKER_KEY, Marker};
 use crate::keyslot::{self, DEFAULT_KDF, KdfParams, KeySlot, KeySlotError};
@@ -28,7 +28,11 @@ pub const MAX_PACK_SIZE: u32 = 256 * 1024 * 1024;
 /// Parameters fixed when a repository is created.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
+    /// Content-defined chunk sizes; ignored when `fixed_chunk_size` is set.
     pub chunker: ChunkerParams,
+    /// Cut disks into fixed, aligned chunks of this size instead (see
+    /// [`RepoConfig::fixed_chunk_size`]).
+    pub fixed_chunk_size: Option<u32>,
     pub compression_level: i32,
     pub pack_size: u32,
     /// Create the bucket / directory if it does not exist.
@@ -42,6 +46,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         Self {
             chunker: ChunkerParams::default(),
+            fixed_chunk_size: None,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             pack_size: DEFAULT_PACK_SIZE,
             create_container: false,
@@ -154,13 +159,14 @@ pub async fn init_repository(
     options: &InitOptions,
     cache_dir: &Path,
 ) -> StoreResult<Repository> {
-    options
-        .chunker
-        .validate()
-        .map_err(|detail| StoreError::Invalid {
-            what: "chunk sizes".into(),
-            detail,
-        })?;
+    let chunker = match options.fixed_chunk_size {
+        None => options.chunker.validate().map(|()| options.chunker),
+        Some(size) => validate_fixed_chunk_size(size).map(|()| ChunkerParams::fixed(size)),
+    }
+    .map_err(|detail| StoreError::Invalid {
+        what: "chunk sizes".into(),
+        detail,
+    })?;
     if !(1..=22).contains(&options.compression_level) {
         return Err(StoreError::Invalid {
             what: "compression level".into(),
@@ -217,7 +223,8 @@ pub async fn init_repository(
         version: FORMAT_VERSION,
         id: hex::encode(repo_id),
         created: now_rfc3339(),
-        chunker: options.chunker,
+        chunker,
+        fixed_chunk_size: options.fixed_chunk_size,
         zero_run_min: DEFAULT_ZERO_RUN_MIN,
         compression_level: options.compression_level,
         pack_size: options.pack_size,

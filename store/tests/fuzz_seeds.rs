@@ -91,6 +91,7 @@ fn generate() -> Vec<(&'static str, String, Vec<u8>)> {
         id: "5e0c".repeat(8),
         created: "2026-11-22T01:00:00.123Z".into(),
         chunker: ChunkerParams::default(),
+        fixed_chunk_size: None,
         zero_run_min: 65536,
         compression_level: 3,
         pack_size: 16 << 20,

@@ -14,6 +14,14 @@ pub struct RepoConfig {
     pub id: String,
     pub created: String,
     pub chunker: ChunkerParams,
+    /// Fixed-size chunking: disks are cut into aligned chunks of exactly this many
+    /// bytes (the last one shorter) instead of content-defined ones, and `chunker` is
+    /// `{size, size, size}`. Meant for repositories of changed-block-tracked VM disks:
+    /// with chunks as small as the dirty bitmap's granules, an incremental backup reads
+    /// and stores about what changed. Absent (content-defined) unless `init
+    /// --fixed-chunks` chose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_chunk_size: Option<u32>,
     /// All-zero runs at least this long (aligned to 4 KiB) are stored as zero extents.
     pub zero_run_min: u32,
     pub compression_level: i32,
@@ -50,6 +58,21 @@ impl Default for ChunkerParams {
     }
 }
 
+/// Fixed chunk sizes `init --fixed-chunks` accepts: whole 4 KiB blocks (the unit of
+/// zero detection and of every dirty bitmap), at most 4 MiB.
+pub const FIXED_CHUNK_RANGE: (u32, u32) = (4096, 4 * 1024 * 1024);
+
+/// Checks a fixed chunk size; the error says what is allowed.
+pub fn validate_fixed_chunk_size(size: u32) -> Result<(), String> {
+    let (lo, hi) = FIXED_CHUNK_RANGE;
+    if !(lo..=hi).contains(&size) || !size.is_multiple_of(4096) {
+        return Err(format!(
+            "fixed chunk size {size} must be a multiple of 4096 bytes between {lo} and {hi}"
+        ));
+    }
+    Ok(())
+}
+
 /// Limits fastcdc's v2020 chunker accepts (its constructor panics outside them).
 pub const CHUNK_MIN_RANGE: (u32, u32) = (64, 1024 * 1024);
 pub const CHUNK_AVG_RANGE: (u32, u32) = (256, 4 * 1024 * 1024);
@@ -62,6 +85,16 @@ impl ChunkerParams {
             min: avg / 4,
             avg,
             max: avg.saturating_mul(4),
+        }
+    }
+
+    /// The parameters recorded alongside [`RepoConfig::fixed_chunk_size`]: every chunk
+    /// is at most (and, the disk's end aside, exactly) `size` bytes.
+    pub fn fixed(size: u32) -> Self {
+        Self {
+            min: size,
+            avg: size,
+            max: size,
         }
     }
 
@@ -106,7 +139,18 @@ impl RepoConfig {
                 supported: crate::format::FORMAT_VERSION,
             });
         }
-        config.chunker.validate().map_err(invalid)?;
+        match config.fixed_chunk_size {
+            None => config.chunker.validate().map_err(invalid)?,
+            Some(size) => {
+                validate_fixed_chunk_size(size).map_err(invalid)?;
+                if config.chunker != ChunkerParams::fixed(size) {
+                    return Err(invalid(format!(
+                        "fixed chunk size {size} disagrees with chunker {:?}",
+                        config.chunker
+                    )));
+                }
+            }
+        }
         if !(1..=22).contains(&config.compression_level) {
             return Err(invalid(format!(
                 "compression level {} is outside zstd's 1..=22",
@@ -144,5 +188,15 @@ mod tests {
             max: 8192,
         };
         assert!(backwards.validate().is_err());
+    }
+
+    #[test]
+    fn fixed_chunk_sizes() {
+        for ok in [4096, 64 * 1024, 4 * 1024 * 1024] {
+            assert!(validate_fixed_chunk_size(ok).is_ok(), "{ok}");
+        }
+        for bad in [0, 2048, 4097, 65 * 1000, 8 * 1024 * 1024] {
+            assert!(validate_fixed_chunk_size(bad).is_err(), "{bad}");
+        }
     }
 }
