@@ -216,7 +216,22 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
     {
         bail!("disk image {} does not exist", image.display());
     }
-    let repo = open(g).await?;
+    // The repository's key derivation and the image's `qemu-img` calls take similar
+    // time and need nothing from each other: run them side by side.
+    let (repo, started) = match (&a.qmp, &a.drive, &a.image) {
+        (Some(_), Some(_), _) | (_, _, None) => (open(g).await?, None),
+        (_, _, Some(image)) => {
+            let (repo, started) = tokio::join!(open(g), lifeboat_backup::cbt::start(image));
+            let started = started?;
+            match repo {
+                Ok(repo) => (repo, Some(started)),
+                Err(e) => {
+                    started.abandon().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -236,8 +251,9 @@ async fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<()> {
                 })?;
             Prepared::Live(live)
         }
-        (_, _, Some(image)) => {
-            Prepared::Image(lifeboat_backup::cbt::prepare(image, &repo, &a.vm, &disk).await?)
+        (_, _, Some(_)) => {
+            let started = started.context("internal error: image not started")?;
+            Prepared::Image(lifeboat_backup::cbt::prepare(started, &repo, &a.vm, &disk).await?)
         }
         _ => bail!("pass a disk image, or --qmp and --drive"),
     };

@@ -42,6 +42,27 @@ fn missing_repository_and_double_init() {
 }
 
 #[test]
+fn bad_fixed_chunk_sizes_are_refused_and_create_nothing() {
+    let repo = TestRepo::new(Kind::Local);
+    for bad in ["1000", "6000", "8MiB"] {
+        let text = repo.fails(&["init", "--fixed-chunks", bad], 1);
+        assert!(
+            text.contains("fixed chunk size") && text.contains("multiple of 4096"),
+            "{bad}: {text}"
+        );
+    }
+    let text = repo.fails(
+        &["init", "--fixed-chunks", "64KiB", "--chunk-avg", "1MiB"],
+        2,
+    );
+    assert!(text.contains("cannot be used with"), "{text}");
+    // Nothing was written: a good init still succeeds and records the chunking.
+    let out = repo.ok(&["--json", "init", "--fixed-chunks", "64KiB"]);
+    let init: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(init["fixed_chunk_size"], 65536, "{out}");
+}
+
+#[test]
 fn missing_bucket_is_named() {
     let url = s3::server().repo_url("never-created-bucket");
     let repo = TestRepo::new(Kind::Local);

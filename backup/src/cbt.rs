@@ -22,7 +22,7 @@ use lifeboat_store::{Repository, StoreError};
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::nbd::{NbdAddress, NbdClient, NbdError, QemuNbd, detect_format};
+use crate::nbd::{NbdAddress, NbdClient, QemuNbd};
 use crate::nbd_source::{ALLOCATION_CONTEXT, NbdSource, dirty_bitmap_context, nbd_err};
 use crate::source::{DiskSource, RawSource};
 use crate::{BackupError, ReadMode};
@@ -36,6 +36,8 @@ pub struct PreparedDisk {
     pub mode: ReadMode,
     /// The bitmap this backup started (qcow2 only).
     pub new_bitmap: Option<String>,
+    /// Lifeboat's bitmaps that existed before this backup: removed once it commits.
+    old_bitmaps: Vec<String>,
     image: PathBuf,
     server: Option<QemuNbd>,
 }
@@ -48,6 +50,7 @@ pub struct Previous {
 
 #[derive(Deserialize)]
 struct ImageInfo {
+    format: String,
     #[serde(rename = "virtual-size")]
     virtual_size: u64,
     #[serde(rename = "format-specific")]
@@ -74,18 +77,33 @@ struct BitmapInfo {
 
 /// Runs `qemu-img ARGS IMAGE TRAILING`.
 async fn qemu_img(args: &[&str], image: &Path, trailing: &[&str]) -> Result<Vec<u8>, BackupError> {
-    let out = Command::new("qemu-img")
+    qemu_img_if_installed(args, image, trailing)
+        .await?
+        .ok_or_else(|| {
+            source_err(
+                image,
+                "qemu-img not found (is qemu-utils installed?)".into(),
+            )
+        })
+}
+
+/// [`qemu_img`], or `None` when qemu-img is not installed.
+async fn qemu_img_if_installed(
+    args: &[&str],
+    image: &Path,
+    trailing: &[&str],
+) -> Result<Option<Vec<u8>>, BackupError> {
+    let out = match Command::new("qemu-img")
         .args(args)
         .arg(image)
         .args(trailing)
         .output()
         .await
-        .map_err(|e| {
-            source_err(
-                image,
-                format!("running qemu-img (is qemu-utils installed?): {e}"),
-            )
-        })?;
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(source_err(image, format!("running qemu-img: {e}"))),
+    };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let hint = if stderr.contains("lock") {
@@ -102,7 +120,7 @@ async fn qemu_img(args: &[&str], image: &Path, trailing: &[&str]) -> Result<Vec<
             ),
         ));
     }
-    Ok(out.stdout)
+    Ok(Some(out.stdout))
 }
 
 fn source_err(image: &Path, detail: String) -> BackupError {
@@ -112,10 +130,23 @@ fn source_err(image: &Path, detail: String) -> BackupError {
     }
 }
 
-async fn image_info(image: &Path) -> Result<ImageInfo, BackupError> {
-    let json = qemu_img(&["info", "--output=json", "-U"], image, &[]).await?;
+/// `qemu-img info` of an image file, or `None` when qemu-img is not installed.
+async fn image_info(image: &Path) -> Result<Option<ImageInfo>, BackupError> {
+    let Some(json) = qemu_img_if_installed(&["info", "--output=json", "-U"], image, &[]).await?
+    else {
+        return Ok(None);
+    };
     serde_json::from_slice(&json)
+        .map(Some)
         .map_err(|e| source_err(image, format!("reading qemu-img info: {e}")))
+}
+
+fn lifeboat_bitmaps(info: &ImageInfo) -> impl Iterator<Item = &BitmapInfo> {
+    info.format_specific
+        .iter()
+        .filter_map(|f| f.data.as_ref())
+        .flat_map(|d| d.bitmaps.iter())
+        .filter(|b| b.name.starts_with(BITMAP_PREFIX))
 }
 
 /// The last committed snapshot of `vm`/`disk`, with its manifest.
@@ -152,67 +183,136 @@ async fn prepare_export(uri: &str) -> Result<PreparedDisk, BackupError> {
             reason: "existing NBD export: no Lifeboat-owned bitmap; reading allocated data".into(),
         },
         new_bitmap: None,
+        old_bitmaps: Vec::new(),
         image: PathBuf::from(uri),
         server: None,
     })
 }
 
-/// Picks the source and read mode for `image` (the disk `vm`/`disk`), creating the new
-/// bitmap for qcow2.
-pub async fn prepare(
-    image: &Path,
-    repo: &Repository,
-    vm: &str,
-    disk: &str,
-) -> Result<PreparedDisk, BackupError> {
-    if let Some(uri) = image.to_str().filter(|s| is_nbd_uri(s)) {
-        return prepare_export(uri).await;
-    }
-    let is_file = std::fs::metadata(image)
-        .map(|m| m.is_file())
-        .unwrap_or(false);
-    let format = if !is_file {
-        "raw".to_string() // block devices
+/// What can be done to an image before the repository is open — one `qemu-img info`
+/// and, for qcow2, adding the new bitmap (lifecycle step 1) — so that it overlaps the
+/// repository's key derivation. Finish with [`prepare`], or [`ImageStart::abandon`].
+#[derive(Debug)]
+pub struct ImageStart {
+    image: PathBuf,
+    kind: StartKind,
+}
+
+#[derive(Debug)]
+enum StartKind {
+    Export(String),
+    Raw { reason: String },
+    Qcow2(Box<Qcow2Start>),
+    Other { format: String },
+}
+
+#[derive(Debug)]
+struct Qcow2Start {
+    virtual_size: u64,
+    /// Lifeboat's bitmaps before this backup: name and whether qemu marks it consistent.
+    existing: Vec<(String, bool)>,
+    new_bitmap: String,
+}
+
+/// Starts work on `image`: a file, a block device, or an NBD export URI.
+pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
+    let kind = if let Some(uri) = image.to_str().filter(|s| is_nbd_uri(s)) {
+        StartKind::Export(uri.to_string())
+    } else if !std::fs::metadata(image).is_ok_and(|m| m.is_file()) {
+        StartKind::Raw {
+            reason: "raw image: no change tracking; reading allocated data".into(),
+        }
     } else {
-        match detect_format(image).await {
-            Ok(f) => f,
+        match image_info(image).await? {
             // Without qemu-utils, image files can still be backed up as raw disks.
-            Err(NbdError::Spawn { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            None => {
                 tracing::warn!(
                     "qemu-img not found: treating {} as a raw image",
                     image.display()
                 );
-                "raw".to_string()
+                StartKind::Raw {
+                    reason: "qemu-img not found: reading the file as a raw image".into(),
+                }
             }
-            Err(e) => return Err(nbd_err(&image.display().to_string(), e)),
+            Some(info) if info.format == "raw" => StartKind::Raw {
+                reason: "raw image: no change tracking; reading allocated data".into(),
+            },
+            Some(info) if info.format == "qcow2" => {
+                let existing = lifeboat_bitmaps(&info)
+                    .map(|b| (b.name.clone(), !b.flags.iter().any(|f| f == "in-use")))
+                    .collect();
+                let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
+                qemu_img(&["bitmap", "--add"], image, &[&new_bitmap]).await?;
+                StartKind::Qcow2(Box::new(Qcow2Start {
+                    virtual_size: info.virtual_size,
+                    existing,
+                    new_bitmap,
+                }))
+            }
+            Some(info) => StartKind::Other {
+                format: info.format,
+            },
         }
     };
-    let raw = |reason: &str| -> Result<PreparedDisk, BackupError> {
-        Ok(PreparedDisk {
+    Ok(ImageStart {
+        image: image.to_path_buf(),
+        kind,
+    })
+}
+
+impl ImageStart {
+    /// Undoes [`start`] when the backup ends before [`prepare`]: drops the new bitmap
+    /// (the previous one still covers every change since the last committed snapshot).
+    pub async fn abandon(self) {
+        if let StartKind::Qcow2(q) = self.kind
+            && let Err(e) = remove_bitmap(&self.image, &q.new_bitmap).await
+        {
+            tracing::warn!("could not remove bitmap {}: {e}", q.new_bitmap);
+        }
+    }
+}
+
+/// Picks the source and read mode for the started image (the disk `vm`/`disk`).
+pub async fn prepare(
+    start: ImageStart,
+    repo: &Repository,
+    vm: &str,
+    disk: &str,
+) -> Result<PreparedDisk, BackupError> {
+    let image = start.image.as_path();
+    match &start.kind {
+        StartKind::Export(uri) => prepare_export(uri).await,
+        StartKind::Raw { reason } => Ok(PreparedDisk {
             source: Arc::new(RawSource::open(image)?),
             mode: ReadMode::Full {
-                reason: reason.to_string(),
+                reason: reason.clone(),
             },
             new_bitmap: None,
+            old_bitmaps: Vec::new(),
             image: image.to_path_buf(),
             server: None,
-        })
-    };
-    match format.as_str() {
-        "raw" => raw("raw image: no change tracking; reading allocated data"),
-        "qcow2" => prepare_qcow2(image, previous_snapshot(repo, vm, disk).await?).await,
-        other => {
-            let reason = format!("{other} images have no dirty bitmaps; reading allocated data");
-            let (server, source) = serve(image, other, None).await?;
+        }),
+        StartKind::Other { format } => {
+            let reason = format!("{format} images have no dirty bitmaps; reading allocated data");
+            let (server, source) = serve(image, format, None).await?;
             Ok(PreparedDisk {
                 source: Arc::new(source),
                 mode: ReadMode::Full { reason },
                 new_bitmap: None,
+                old_bitmaps: Vec::new(),
                 image: image.to_path_buf(),
                 server: Some(server),
             })
+        }
+        StartKind::Qcow2(q) => {
+            let prepared = match previous_snapshot(repo, vm, disk).await {
+                Ok(previous) => prepare_qcow2(image, q, previous).await,
+                Err(e) => Err(e),
+            };
+            if prepared.is_err() {
+                start.abandon().await;
+            }
+            prepared
         }
     }
 }
@@ -236,20 +336,10 @@ async fn serve(
 
 async fn prepare_qcow2(
     image: &Path,
+    q: &Qcow2Start,
     previous: Option<Previous>,
 ) -> Result<PreparedDisk, BackupError> {
-    let info = image_info(image).await?;
-    let bitmaps = info
-        .format_specific
-        .and_then(|f| f.data)
-        .map(|d| d.bitmaps)
-        .unwrap_or_default();
-    let usable = |name: &str| {
-        bitmaps
-            .iter()
-            .find(|b| b.name == name)
-            .map(|b| !b.flags.iter().any(|f| f == "in-use"))
-    };
+    let usable = |name: &str| q.existing.iter().find(|b| b.0 == name).map(|b| b.1);
     let previous_exists = previous.is_some();
     let plan: Result<(Previous, String), String> = match previous {
         None => Err("first backup of this disk".into()),
@@ -258,7 +348,7 @@ async fn prepare_qcow2(
                 "previous snapshot {} has no dirty bitmap",
                 &p.id[..8]
             )),
-            Some(b) if p.manifest.meta.size != info.virtual_size => Err(format!(
+            Some(b) if p.manifest.meta.size != q.virtual_size => Err(format!(
                 "disk size changed since snapshot {} (bitmap {b} not used)",
                 &p.id[..8]
             )),
@@ -281,46 +371,28 @@ async fn prepare_qcow2(
         (Err(reason), false) => tracing::info!("{}: full read: {reason}", image.display()),
         (Ok(_), _) => {}
     }
-    let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
-    qemu_img(&["bitmap", "--add"], image, &[&new_bitmap]).await?;
-    let prepared = async {
-        match plan {
-            Ok((prev, bitmap)) => {
-                let (server, source) = serve(image, "qcow2", Some(&bitmap)).await?;
-                let dirty = source.dirty_ranges(&bitmap).await?;
-                Ok(PreparedDisk {
-                    source: Arc::new(source),
-                    mode: ReadMode::Incremental {
-                        reason: format!(
-                            "qcow2 dirty bitmap {bitmap} since snapshot {}",
-                            &prev.id[..8]
-                        ),
-                        parent: prev.id,
-                        previous: Arc::new(prev.manifest.extents),
-                        dirty,
-                    },
-                    new_bitmap: Some(new_bitmap.clone()),
-                    image: image.to_path_buf(),
-                    server: Some(server),
-                })
-            }
-            Err(reason) => {
-                let (server, source) = serve(image, "qcow2", None).await?;
-                Ok(PreparedDisk {
-                    source: Arc::new(source),
-                    mode: ReadMode::Full { reason },
-                    new_bitmap: Some(new_bitmap.clone()),
-                    image: image.to_path_buf(),
-                    server: Some(server),
-                })
-            }
-        }
-    }
-    .await;
-    if prepared.is_err() {
-        let _ = remove_bitmap(image, &new_bitmap).await;
-    }
-    prepared
+    let bitmap = plan.as_ref().ok().map(|(_, b)| b.as_str());
+    let (server, source) = serve(image, "qcow2", bitmap).await?;
+    let mode = match plan {
+        Ok((prev, bitmap)) => ReadMode::Incremental {
+            reason: format!(
+                "qcow2 dirty bitmap {bitmap} since snapshot {}",
+                &prev.id[..8]
+            ),
+            dirty: source.dirty_ranges(&bitmap).await?,
+            parent: prev.id,
+            previous: Arc::new(prev.manifest.extents),
+        },
+        Err(reason) => ReadMode::Full { reason },
+    };
+    Ok(PreparedDisk {
+        source: Arc::new(source),
+        mode,
+        new_bitmap: Some(q.new_bitmap.clone()),
+        old_bitmaps: q.existing.iter().map(|b| b.0.clone()).collect(),
+        image: image.to_path_buf(),
+        server: Some(server),
+    })
 }
 
 async fn remove_bitmap(image: &Path, bitmap: &str) -> Result<(), BackupError> {
@@ -334,20 +406,11 @@ impl PreparedDisk {
     /// committed, so older bitmaps are no longer needed.
     pub async fn committed(mut self) -> Result<(), BackupError> {
         self.stop_server().await;
-        let Some(keep) = self.new_bitmap.clone() else {
-            return Ok(());
-        };
-        let info = image_info(&self.image).await?;
-        let bitmaps = info
-            .format_specific
-            .and_then(|f| f.data)
-            .map(|d| d.bitmaps)
-            .unwrap_or_default();
-        for b in bitmaps
-            .iter()
-            .filter(|b| b.name.starts_with(BITMAP_PREFIX) && b.name != keep)
-        {
-            remove_bitmap(&self.image, &b.name).await?;
+        // The bitmaps that were there when this backup started (a killed backup's
+        // leftover among them), not whatever exists now: one added since belongs to
+        // someone else.
+        for b in std::mem::take(&mut self.old_bitmaps) {
+            remove_bitmap(&self.image, &b).await?;
         }
         Ok(())
     }

@@ -23,12 +23,12 @@ use crate::{BackupError, BackupReport, BackupRequest, Progress, ReadMode};
 /// single index object, keeping requests per GiB low.
 const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// One chunk after the worker stage.
+/// One batch of work after the worker stage.
 struct Processed {
     seq: u64,
-    extent: Extent,
-    /// Sealed blob and plaintext length, for chunks the repository does not have yet.
-    new_blob: Option<(ChunkId, Vec<u8>, u32)>,
+    extents: Vec<Extent>,
+    /// Sealed blobs and plaintext lengths, for chunks the repository does not have yet.
+    new_blobs: Vec<(ChunkId, Vec<u8>, u32)>,
 }
 
 #[derive(Default)]
@@ -55,7 +55,7 @@ pub async fn run_backup(
     progress.set_total(disk_size);
     let workers = req.workers.max(1);
 
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Work)>(workers * 2);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Vec<Work>)>(workers * 2);
     let (result_tx, mut result_rx) = mpsc::channel::<Result<Processed, BackupError>>(workers * 2);
     let state = Arc::new(ReadState {
         stop: AtomicBool::new(false),
@@ -131,7 +131,7 @@ pub async fn run_backup(
 /// Worker stage: id, dedup decision, compression and encryption of new chunks.
 fn process_chunks(
     repo: &Repository,
-    rx: crossbeam_channel::Receiver<(u64, Work)>,
+    rx: crossbeam_channel::Receiver<(u64, Vec<Work>)>,
     tx: mpsc::Sender<Result<Processed, BackupError>>,
     seen: &Mutex<HashSet<ChunkId>>,
 ) {
@@ -144,38 +144,43 @@ fn process_chunks(
     };
     let keys = repo.keys();
     let mut sealer = ChunkSealer::new(repo.config().compression_level);
-    for (seq, work) in rx {
-        let result = match work {
-            Work::Reuse(extent) => Ok(Processed {
-                seq,
-                extent,
-                new_blob: None,
-            }),
-            Work::Piece(Piece::Zero { len, .. }) => Ok(Processed {
-                seq,
-                extent: Extent::Zero { len },
-                new_blob: None,
-            }),
-            Work::Piece(Piece::Chunk { data, .. }) => {
-                let id = keys.chunk_id(&data);
-                let len = data.len() as u32;
-                let stored = lookup.contains(&id).map_err(|source| {
-                    BackupError::Store(lifeboat_store::StoreError::Catalog {
-                        path: repo.catalog().path().display().to_string(),
-                        source,
-                    })
-                });
-                stored.map(|stored| {
-                    // Only the first worker to claim an id stores it.
-                    let is_new = !stored && seen.lock().expect("dedup set poisoned").insert(id);
-                    Processed {
-                        seq,
-                        extent: Extent::Chunk { id, len },
-                        new_blob: is_new.then(|| (id, sealer.seal(keys, &id, &data), len)),
-                    }
-                })
-            }
+    for (seq, batch) in rx {
+        let mut processed = Processed {
+            seq,
+            extents: Vec::with_capacity(batch.len()),
+            new_blobs: Vec::new(),
         };
+        let mut failed = None;
+        for work in batch {
+            let extent = match work {
+                Work::Reuse(extent) => extent,
+                Work::Piece(Piece::Zero { len, .. }) => Extent::Zero { len },
+                Work::Piece(Piece::Chunk { data, .. }) => {
+                    let id = keys.chunk_id(&data);
+                    let len = data.len() as u32;
+                    let stored = match lookup.contains(&id) {
+                        Ok(stored) => stored,
+                        Err(source) => {
+                            failed =
+                                Some(BackupError::Store(lifeboat_store::StoreError::Catalog {
+                                    path: repo.catalog().path().display().to_string(),
+                                    source,
+                                }));
+                            break;
+                        }
+                    };
+                    // Only the first worker to claim an id stores it.
+                    if !stored && seen.lock().expect("dedup set poisoned").insert(id) {
+                        processed
+                            .new_blobs
+                            .push((id, sealer.seal(keys, &id, &data), len));
+                    }
+                    Extent::Chunk { id, len }
+                }
+            };
+            processed.extents.push(extent);
+        }
+        let result = failed.map_or(Ok(processed), Err);
         if tx.blocking_send(result).is_err() {
             return;
         }
@@ -198,7 +203,7 @@ async fn collect(
     let pack_capacity = pack_size + repo.config().chunker.max as usize + 64 * 1024;
     let mut pack = PackBuilder::with_capacity(pack_capacity);
     let (mut extents, mut counters) = (Vec::new(), Counters::default());
-    let mut out_of_order: BTreeMap<u64, Extent> = BTreeMap::new();
+    let mut out_of_order: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
     let (mut next_seq, mut packs, mut stored_bytes) = (0u64, 0u64, 0u64);
 
     let start_upload = |pack: PackBuilder, uploads: &mut JoinSet<_>, permit| {
@@ -225,7 +230,7 @@ async fn collect(
 
     while let Some(processed) = rx.recv().await {
         let p = processed?;
-        if let Some((id, blob, raw_len)) = p.new_blob {
+        for (id, blob, raw_len) in p.new_blobs {
             counters.new_chunks += 1;
             counters.new_bytes += u64::from(raw_len);
             pack.add(id, &blob, raw_len);
@@ -240,13 +245,15 @@ async fn collect(
                 packs += 1;
             }
         }
-        out_of_order.insert(p.seq, p.extent);
-        while let Some(e) = out_of_order.remove(&next_seq) {
-            match e {
-                Extent::Zero { len } => counters.zero_bytes += len,
-                Extent::Chunk { .. } => counters.chunks += 1,
+        out_of_order.insert(p.seq, p.extents);
+        while let Some(batch) = out_of_order.remove(&next_seq) {
+            for e in &batch {
+                match e {
+                    Extent::Zero { len } => counters.zero_bytes += len,
+                    Extent::Chunk { .. } => counters.chunks += 1,
+                }
             }
-            extents.push(e);
+            extents.extend(batch);
             next_seq += 1;
         }
         while let Some(done) = uploads.try_join_next() {
@@ -268,7 +275,7 @@ async fn collect(
     repo.flush_index().await?;
     if !out_of_order.is_empty() {
         return Err(BackupError::Invalid(format!(
-            "internal error: {} chunks arrived out of sequence",
+            "internal error: {} batches of work arrived out of sequence",
             out_of_order.len()
         )));
     }

@@ -65,8 +65,13 @@ impl TestRepo {
 
     /// A repository, already initialised with the default password.
     pub fn init(kind: Kind) -> Self {
+        Self::init_with(kind, &[])
+    }
+
+    /// A repository made with extra `init` options (e.g. `--fixed-chunks 64KiB`).
+    pub fn init_with(kind: Kind, options: &[&str]) -> Self {
         let repo = Self::new(kind);
-        repo.ok(&["init", "--create-bucket"]);
+        repo.ok(&[&["init", "--create-bucket"], options].concat());
         repo
     }
 
