@@ -88,9 +88,18 @@ fn wait_for(path: &Path, stop: &AtomicBool) -> bool {
 
 #[test]
 fn live_backup_of_a_running_vm_is_point_in_time() {
+    live_point_in_time(&[]);
+}
+
+#[test]
+fn live_backup_into_fixed_chunks_is_point_in_time() {
+    live_point_in_time(&["--fixed-chunks", "64KiB"]);
+}
+
+fn live_point_in_time(init_options: &[&str]) {
     let started = Instant::now();
     // Dropped last, also on panic: the VM is killed first, then the temp dir removed.
-    let repo = TestRepo::init(Kind::Local);
+    let repo = TestRepo::init_with(Kind::Local, init_options);
     let disk = repo.path("data.qcow2");
     support::qemu::create_qcow2(&disk, "64M");
     let vm = Vm::start(repo.work.path(), &disk);
