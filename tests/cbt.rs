@@ -213,12 +213,33 @@ fn missing_bitmap_falls_back_to_a_scan_and_says_why() {
             .status()
             .unwrap();
     }
+    // A lone consistent bitmap that is not the snapshot's (here: made by hand) is
+    // exported early while the repository opens; the scan must still read everything.
+    let added = std::process::Command::new("qemu-img")
+        .args(["bitmap", "--add"])
+        .arg(&img)
+        .arg("lifeboat-not-this-repos")
+        .status()
+        .unwrap();
+    assert!(added.success());
+    io(&img, "write -P 0x8 512k 64k");
     let report = repo.backup("x", "x", &img);
     assert_eq!(report["mode"], "scan");
     assert!(
         report["mode_reason"].as_str().unwrap().contains("missing"),
         "{report}"
     );
+    let (raw, out) = (repo.path("x.raw"), repo.path("x.restored"));
+    to_raw(&img, &raw);
+    repo.restore(report["snapshot"]["id"].as_str().unwrap(), &out);
+    assert_same_file(&out, &raw);
+    assert_eq!(
+        lifeboat_bitmaps(&img).len(),
+        1,
+        "only the new bitmap is left"
+    );
+    let next = repo.backup("x", "x", &img);
+    assert_eq!(next["mode"], "incremental", "{next}");
 }
 
 #[test]

@@ -212,6 +212,36 @@ struct Qcow2Start {
     /// Lifeboat's bitmaps before this backup: name and whether qemu marks it consistent.
     existing: Vec<(String, bool)>,
     new_bitmap: String,
+    /// The export started before the repository was open, when the image had exactly
+    /// one consistent Lifeboat bitmap: almost always the previous snapshot's.
+    early: Option<EarlyExport>,
+}
+
+#[derive(Debug)]
+struct EarlyExport {
+    bitmap: String,
+    server: QemuNbd,
+    source: NbdSource,
+}
+
+impl Qcow2Start {
+    /// Stops the early export (its lock would stop `qemu-img`) and drops the new bitmap:
+    /// the previous one still covers every change since the last committed snapshot.
+    async fn abandon(mut self, image: &Path) {
+        stop_early(self.early.take()).await;
+        if let Err(e) = remove_bitmap(image, &self.new_bitmap).await {
+            tracing::warn!("could not remove bitmap {}: {e}", self.new_bitmap);
+        }
+    }
+}
+
+async fn stop_early(early: Option<EarlyExport>) {
+    if let Some(e) = early {
+        drop(e.source);
+        if let Err(err) = e.server.stop().await {
+            tracing::warn!("stopping qemu-nbd: {err}");
+        }
+    }
 }
 
 /// Starts work on `image`: a file, a block device, or an NBD export URI.
@@ -238,15 +268,17 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
                 reason: "raw image: no change tracking; reading allocated data".into(),
             },
             Some(info) if info.format == "qcow2" => {
-                let existing = lifeboat_bitmaps(&info)
+                let existing: Vec<(String, bool)> = lifeboat_bitmaps(&info)
                     .map(|b| (b.name.clone(), !b.flags.iter().any(|f| f == "in-use")))
                     .collect();
                 let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
                 qemu_img(&["bitmap", "--add"], image, &[&new_bitmap]).await?;
+                let early = start_early_export(image, &existing).await;
                 StartKind::Qcow2(Box::new(Qcow2Start {
                     virtual_size: info.virtual_size,
                     existing,
                     new_bitmap,
+                    early,
                 }))
             }
             Some(info) => StartKind::Other {
@@ -260,14 +292,33 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
     })
 }
 
+/// Which bitmap an incremental will read is known only once the repository is open;
+/// when the image has exactly one consistent candidate, qemu-nbd is started now, during
+/// the repository's key derivation. A failure here only means starting it later.
+async fn start_early_export(image: &Path, existing: &[(String, bool)]) -> Option<EarlyExport> {
+    let mut consistent = existing.iter().filter(|b| b.1);
+    let (Some((bitmap, _)), None) = (consistent.next(), consistent.next()) else {
+        return None;
+    };
+    match serve(image, "qcow2", Some(bitmap)).await {
+        Ok((server, source)) => Some(EarlyExport {
+            bitmap: bitmap.clone(),
+            server,
+            source,
+        }),
+        Err(e) => {
+            tracing::debug!("early export of {bitmap} failed ({e}); exporting later");
+            None
+        }
+    }
+}
+
 impl ImageStart {
-    /// Undoes [`start`] when the backup ends before [`prepare`]: drops the new bitmap
-    /// (the previous one still covers every change since the last committed snapshot).
+    /// Undoes [`start`] when the backup ends before [`prepare`]: stops any early export
+    /// and drops the new bitmap.
     pub async fn abandon(self) {
-        if let StartKind::Qcow2(q) = self.kind
-            && let Err(e) = remove_bitmap(&self.image, &q.new_bitmap).await
-        {
-            tracing::warn!("could not remove bitmap {}: {e}", q.new_bitmap);
+        if let StartKind::Qcow2(q) = self.kind {
+            q.abandon(&self.image).await;
         }
     }
 }
@@ -280,13 +331,11 @@ pub async fn prepare(
     disk: &str,
 ) -> Result<PreparedDisk, BackupError> {
     let image = start.image.as_path();
-    match &start.kind {
-        StartKind::Export(uri) => prepare_export(uri).await,
+    match start.kind {
+        StartKind::Export(uri) => prepare_export(&uri).await,
         StartKind::Raw { reason } => Ok(PreparedDisk {
             source: Arc::new(RawSource::open(image)?),
-            mode: ReadMode::Full {
-                reason: reason.clone(),
-            },
+            mode: ReadMode::Full { reason },
             new_bitmap: None,
             old_bitmaps: Vec::new(),
             image: image.to_path_buf(),
@@ -294,7 +343,7 @@ pub async fn prepare(
         }),
         StartKind::Other { format } => {
             let reason = format!("{format} images have no dirty bitmaps; reading allocated data");
-            let (server, source) = serve(image, format, None).await?;
+            let (server, source) = serve(image, &format, None).await?;
             Ok(PreparedDisk {
                 source: Arc::new(source),
                 mode: ReadMode::Full { reason },
@@ -304,13 +353,13 @@ pub async fn prepare(
                 server: Some(server),
             })
         }
-        StartKind::Qcow2(q) => {
+        StartKind::Qcow2(mut q) => {
             let prepared = match previous_snapshot(repo, vm, disk).await {
-                Ok(previous) => prepare_qcow2(image, q, previous).await,
+                Ok(previous) => prepare_qcow2(image, &mut q, previous).await,
                 Err(e) => Err(e),
             };
             if prepared.is_err() {
-                start.abandon().await;
+                q.abandon(image).await;
             }
             prepared
         }
@@ -336,7 +385,7 @@ async fn serve(
 
 async fn prepare_qcow2(
     image: &Path,
-    q: &Qcow2Start,
+    q: &mut Qcow2Start,
     previous: Option<Previous>,
 ) -> Result<PreparedDisk, BackupError> {
     let usable = |name: &str| q.existing.iter().find(|b| b.0 == name).map(|b| b.1);
@@ -372,7 +421,14 @@ async fn prepare_qcow2(
         (Ok(_), _) => {}
     }
     let bitmap = plan.as_ref().ok().map(|(_, b)| b.as_str());
-    let (server, source) = serve(image, "qcow2", bitmap).await?;
+    // The early export serves a full read as well as it serves its own bitmap.
+    let (server, source) = match q.early.take() {
+        Some(e) if bitmap.is_none_or(|b| b == e.bitmap) => (e.server, e.source),
+        other => {
+            stop_early(other).await;
+            serve(image, "qcow2", bitmap).await?
+        }
+    };
     let mode = match plan {
         Ok((prev, bitmap)) => ReadMode::Incremental {
             reason: format!(

@@ -94,6 +94,12 @@ pub async fn run_backup(
     let read_result = reader.await.expect("reader task panicked");
     let (extents, counters, packs, stored_bytes) = collected?;
     read_result?;
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        extents = extents.len(),
+        packs,
+        "read, sealed and uploaded; committing"
+    );
 
     let manifest = Manifest {
         meta: SnapshotMeta {

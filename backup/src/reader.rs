@@ -383,7 +383,9 @@ async fn read_incremental_fixed(
         }
     }
     drop(buf_tx);
+    tracing::debug!("dirty cells read");
     let walked = walking.await.expect("incremental walker panicked");
+    tracing::debug!("incremental walk done");
     result.and(walked)
 }
 
