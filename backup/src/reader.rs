@@ -155,33 +155,7 @@ pub(crate) async fn read_full(
             .step_by(READ_SIZE)
             .map(move |off| (off, ((end - off) as usize).min(READ_SIZE)))
     });
-    let mut stream = futures::stream::iter(reads)
-        .map(|(off, len)| {
-            let source = source.clone();
-            async move { source.read_at(off, len).await.map(|data| (off, data)) }
-        })
-        .buffered(READ_AHEAD);
-    let mut result = Ok(());
-    while let Some(read) = stream.next().await {
-        if state.stopped() {
-            break;
-        }
-        match read {
-            Ok((off, data)) => {
-                state
-                    .bytes_read
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if buf_tx.send((off, data)).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                state.stop.store(true, Ordering::Relaxed);
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = forward_reads(&source, reads, READ_AHEAD, &state, &buf_tx).await;
     drop(buf_tx);
     segmenting.await.expect("segmenter thread panicked");
     result
@@ -352,41 +326,54 @@ async fn read_incremental_fixed(
             })
         })
     };
-    let mut stream = futures::stream::iter(reads)
-        .map(|(start, end)| {
-            let source = source.clone();
-            async move {
-                let data = source.read_at(start, (end - start) as usize).await?;
-                Ok::<_, BackupError>((start, data))
-            }
-        })
-        .buffered(FIXED_READ_AHEAD);
-    let mut result = Ok(());
-    while let Some(read) = stream.next().await {
-        if state.stopped() {
-            break;
-        }
-        match read {
-            Ok((start, data)) => {
-                state
-                    .bytes_read
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if buf_tx.send((start, data)).await.is_err() {
-                    break; // the walk ended early; its result says why
-                }
-            }
-            Err(e) => {
-                state.stop.store(true, Ordering::Relaxed);
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let reads = reads
+        .into_iter()
+        .map(|(start, end)| (start, (end - start) as usize));
+    // An early end of the walk shows as a closed channel; its own result says why.
+    let result = forward_reads(&source, reads, FIXED_READ_AHEAD, &state, &buf_tx).await;
     drop(buf_tx);
     tracing::debug!("dirty cells read");
     let walked = walking.await.expect("incremental walker panicked");
     tracing::debug!("incremental walk done");
     result.and(walked)
+}
+
+/// Reads `(offset, len)` ranges in order with `ahead` reads in flight and hands them
+/// to `out`; stops early if the backup stopped or the receiver went away (both say why
+/// elsewhere), and on the first read error, which it returns.
+async fn forward_reads(
+    source: &Arc<dyn DiskSource>,
+    reads: impl Iterator<Item = (u64, usize)>,
+    ahead: usize,
+    state: &ReadState,
+    out: &mpsc::Sender<(u64, Bytes)>,
+) -> Result<(), BackupError> {
+    let mut stream = futures::stream::iter(reads)
+        .map(|(offset, len)| {
+            let source = source.clone();
+            async move { source.read_at(offset, len).await.map(|data| (offset, data)) }
+        })
+        .buffered(ahead);
+    while let Some(read) = stream.next().await {
+        if state.stopped() {
+            break;
+        }
+        match read {
+            Ok((offset, data)) => {
+                state
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if out.send((offset, data)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                state.stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn work_len(work: &Work) -> u64 {

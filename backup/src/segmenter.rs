@@ -221,6 +221,29 @@ impl<F: FnMut(Piece)> DiskSegmenter<F> {
     }
 }
 
+/// Helpers shared by the segmenters' and incremental walks' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use lifeboat_store::crypto::ChunkId;
+    use lifeboat_store::format::manifest::Extent;
+
+    use super::Piece;
+
+    /// A piece as a manifest would record it (plain BLAKE3 stands in for the keyed id).
+    pub(crate) fn described(piece: Piece) -> (u64, Extent) {
+        match piece {
+            Piece::Chunk { offset, data } => (
+                offset,
+                Extent::Chunk {
+                    id: ChunkId(*blake3::hash(&data).as_bytes()),
+                    len: data.len() as u32,
+                },
+            ),
+            Piece::Zero { offset, len } => (offset, Extent::Zero { len }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

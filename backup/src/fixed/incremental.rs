@@ -17,6 +17,7 @@ use std::io;
 
 use lifeboat_store::format::manifest::Extent;
 
+use crate::incremental::layout::normalize;
 use crate::incremental::{IncrementalStats, Step};
 use crate::segmenter::{Piece, is_zero};
 
@@ -70,20 +71,20 @@ impl<'a> Plan<'a> {
         if at != size {
             return Err(format!("extents cover {at} bytes of a {size}-byte disk"));
         }
-        let mut cells: Vec<(u64, u64)> = dirty
+        // Widened to whole cells, then clipped, sorted and merged: runs of cells.
+        let widened: Vec<(u64, u64)> = dirty
             .iter()
-            .map(|&(start, end)| (start.min(size), end.min(size)))
-            .filter(|(start, end)| start < end)
+            .map(|&(start, end)| {
+                (
+                    start / cell * cell,
+                    end.saturating_add(cell - 1) / cell * cell,
+                )
+            })
+            .collect();
+        let merged = normalize(&widened, size)
+            .into_iter()
             .map(|(start, end)| (start / cell, end.div_ceil(cell)))
             .collect();
-        cells.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(cells.len());
-        for (first, end) in cells {
-            match merged.last_mut() {
-                Some(last) if first <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((first, end)),
-            }
-        }
         Ok(Self {
             prev,
             cell,

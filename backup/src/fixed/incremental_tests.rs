@@ -8,19 +8,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::fixed::FixedSegmenter;
-
-fn described(piece: Piece) -> (u64, Extent) {
-    match piece {
-        Piece::Chunk { offset, data } => (
-            offset,
-            Extent::Chunk {
-                id: ChunkId(*blake3::hash(&data).as_bytes()),
-                len: data.len() as u32,
-            },
-        ),
-        Piece::Zero { offset, len } => (offset, Extent::Zero { len }),
-    }
-}
+use crate::segmenter::test_support::described;
 
 fn full(image: &[u8], cell: u32) -> Vec<(u64, Extent)> {
     let mut out = Vec::new();

@@ -173,7 +173,7 @@ impl<'a> Layout<'a> {
 
 /// Sorts, clips to the disk, drops empty ranges and merges overlapping or touching
 /// ones. Merging only ever marks more bytes dirty, which is always safe.
-fn normalize(dirty: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+pub(crate) fn normalize(dirty: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = dirty
         .iter()
         .map(|&(s, e)| (s.min(size), e.min(size)))

@@ -110,7 +110,7 @@
 //! segmented instead: correctness first.
 
 mod fetch;
-mod layout;
+pub(crate) mod layout;
 mod scanner;
 #[cfg(test)]
 mod tests;

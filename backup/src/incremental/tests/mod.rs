@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::segmenter::test_support::described;
 
 const KIB: usize = 1024;
 
@@ -52,19 +53,6 @@ impl ReadAt for Image<'_> {
         buf.copy_from_slice(&self.data[start..start + buf.len()]);
         self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-fn described(piece: Piece) -> (u64, Extent) {
-    match piece {
-        Piece::Chunk { offset, data } => (
-            offset,
-            Extent::Chunk {
-                id: ChunkId(*blake3::hash(&data).as_bytes()),
-                len: data.len() as u32,
-            },
-        ),
-        Piece::Zero { offset, len } => (offset, Extent::Zero { len }),
     }
 }
 
