@@ -101,7 +101,7 @@ impl<'a> Plan<'a> {
         for &(first, end) in &self.dirty {
             let (mut at, stop) = (first * self.cell, (end * self.cell).min(self.size));
             while at < stop {
-                let next = (at + step).min(stop);
+                let next = at.saturating_add(step).min(stop);
                 reads.push((at, next));
                 at = next;
             }
