@@ -244,13 +244,15 @@ async fn stop_early(early: Option<EarlyExport>) {
     }
 }
 
+const RAW_REASON: &str = "raw image: no change tracking; reading allocated data";
+
 /// Starts work on `image`: a file, a block device, or an NBD export URI.
 pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
     let kind = if let Some(uri) = image.to_str().filter(|s| is_nbd_uri(s)) {
         StartKind::Export(uri.to_string())
     } else if !std::fs::metadata(image).is_ok_and(|m| m.is_file()) {
         StartKind::Raw {
-            reason: "raw image: no change tracking; reading allocated data".into(),
+            reason: RAW_REASON.into(),
         }
     } else {
         match image_info(image).await? {
@@ -265,7 +267,7 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
                 }
             }
             Some(info) if info.format == "raw" => StartKind::Raw {
-                reason: "raw image: no change tracking; reading allocated data".into(),
+                reason: RAW_REASON.into(),
             },
             Some(info) if info.format == "qcow2" => {
                 let existing: Vec<(String, bool)> = lifeboat_bitmaps(&info)
