@@ -178,6 +178,10 @@ fn a_killed_backup_loses_no_change() {
     }
     child.kill().ok();
     child.wait().unwrap();
+    // A killed backup leaves its qemu-nbd behind (it is a separate process holding the
+    // image's lock). qemu-nbd starts right after the bitmap, so the kill can land
+    // between its fork and exec: give the exec a moment before looking for it by name.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = std::process::Command::new("pkill")
         .args(["-f", &format!("qemu-nbd.*{}", img.display())])
         .status();
