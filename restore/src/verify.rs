@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use lifeboat_store::catalog::ChunkLocation;
 use lifeboat_store::format::blob::open_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest};
 use lifeboat_store::format::pack::decode_pack;
@@ -69,7 +70,8 @@ impl VerifyReport {
 /// What is known to be bad, for tracing problems to snapshots.
 #[derive(Default)]
 struct Damage {
-    chunks: HashMap<ChunkId, String>,
+    /// Damaged copies: (chunk, pack) → why.
+    chunks: HashMap<(ChunkId, ChunkId), String>,
     packs: HashMap<ChunkId, String>,
     /// Packs that exist in the repository listing.
     present: HashSet<ChunkId>,
@@ -196,7 +198,7 @@ pub async fn verify_repository(
         });
     }
     let bad_packs: Vec<ChunkId> = damage.packs.keys().copied().collect();
-    let bad_chunks: Vec<ChunkId> = damage.chunks.keys().copied().collect();
+    let bad_chunks: Vec<(ChunkId, ChunkId)> = damage.chunks.keys().copied().collect();
     repo.with_catalog(move |c| {
         c.forget_packs(&bad_packs)?;
         c.forget_chunks(&bad_chunks)
@@ -271,7 +273,7 @@ async fn read_packs(
                 object: key.clone(),
                 detail: format!("chunk {id:?}: {detail}"),
             });
-            damage.chunks.insert(id, detail);
+            damage.chunks.insert((id, pack), detail);
         }
     }
     Ok(())
@@ -328,7 +330,7 @@ async fn check_manifest(
         .with_catalog(move |c| {
             chunks
                 .into_iter()
-                .map(|(off, id, len)| Ok((off, id, len, c.locate(&id)?)))
+                .map(|(off, id, len)| Ok((off, id, len, c.locations(&id)?)))
                 .collect::<StoreResult<Vec<_>>>()
         })
         .await?;
@@ -340,20 +342,23 @@ async fn check_manifest(
         damaged_chunks: 0,
         damaged_bytes: 0,
     };
-    for (off, chunk, len, loc) in located {
-        let bad = match loc {
-            None => true,
-            // Only this host's catalog knows the chunk (an upload no index object
-            // lists): restorable here, but by no other host, so it counts as damage.
-            Some(loc) if !loc.indexed => {
+    for (off, chunk, len, copies) in located {
+        // Fine if any indexed copy is intact. A chunk only this host's catalog knows
+        // (an upload no index object lists) is restorable here but by no other host,
+        // so it counts as damage.
+        let intact = |loc: &&ChunkLocation| {
+            damage.present.contains(&loc.pack)
+                && !damage.packs.contains_key(&loc.pack)
+                && !damage.chunks.contains_key(&(chunk, loc.pack))
+        };
+        let indexed: Vec<&ChunkLocation> = copies.iter().filter(|l| l.indexed).collect();
+        let bad = if indexed.is_empty() {
+            if !copies.is_empty() {
                 *unindexed += 1;
-                true
             }
-            Some(loc) => {
-                !damage.present.contains(&loc.pack)
-                    || damage.packs.contains_key(&loc.pack)
-                    || damage.chunks.contains_key(&chunk)
-            }
+            true
+        } else {
+            !indexed.iter().any(intact)
         };
         if bad {
             d.damaged_chunks += 1;

@@ -23,15 +23,25 @@ use crate::error::{StoreError, StoreResult};
 use crate::format::index::IndexedPack;
 use crate::format::pack::PackEntry;
 
-const SCHEMA: &str = "
+/// Bumped when a table changes shape; [`migrate`] brings older catalogs forward.
+const SCHEMA_VERSION: i64 = 2;
+
+/// One row per stored copy of a chunk: hosts that back up the same new data at the
+/// same time each upload it, so a chunk can live in several packs, and every copy
+/// must stay listed while its pack exists (prune rewrites the index from this table).
+const CHUNKS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS chunks (
-    id      BLOB PRIMARY KEY,
+    id      BLOB NOT NULL,
     pack    BLOB NOT NULL,
     offset  INTEGER NOT NULL,
     length  INTEGER NOT NULL,
     raw_len INTEGER NOT NULL,
-    indexed INTEGER NOT NULL
+    indexed INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
+";
+
+const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS chunks_unindexed ON chunks(indexed) WHERE indexed = 0;
 -- Per-pack access (prune, verify, repair forgetting a pack) must not scan every
 -- chunk. Covering, so prune reads a pack's entries in one range scan instead of one
@@ -130,7 +140,12 @@ impl Catalog {
                 source,
             })?),
         };
-        catalog.with(|c| c.execute_batch(SCHEMA))?;
+        catalog.with(|c| {
+            migrate(c)?;
+            c.execute_batch(CHUNKS_TABLE)?;
+            c.execute_batch(SCHEMA)?;
+            c.pragma_update(None, "user_version", SCHEMA_VERSION)
+        })?;
         Ok(catalog)
     }
 
@@ -165,8 +180,14 @@ impl Catalog {
         })
     }
 
+    /// One copy of `id` (an indexed one if any): where a backup or restore reads it.
     pub fn locate(&self, id: &ChunkId) -> StoreResult<Option<ChunkLocation>> {
         self.with(|c| locate(c, id))
+    }
+
+    /// Every copy of `id` the catalog knows, indexed ones first.
+    pub fn locations(&self, id: &ChunkId) -> StoreResult<Vec<ChunkLocation>> {
+        self.with(|c| locations(c, id))
     }
 
     pub(crate) fn insert_entries(
@@ -175,13 +196,13 @@ impl Catalog {
         entries: &[PackEntry],
         indexed: bool,
     ) -> rusqlite::Result<()> {
-        // A chunk listed again (another host stored it too, or a pending entry is now
-        // indexed) keeps one location; the newest index statement wins.
+        // The same copy listed again (a pending entry now indexed, or a second index
+        // object): one row, indexed once any index lists it.
         let mut stmt = tx.prepare_cached(
             "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(id) DO UPDATE SET pack = excluded.pack, offset = excluded.offset,
-                 length = excluded.length, raw_len = excluded.raw_len, indexed = excluded.indexed
-             WHERE excluded.indexed >= chunks.indexed",
+             ON CONFLICT(id, pack) DO UPDATE SET offset = excluded.offset,
+                 length = excluded.length, raw_len = excluded.raw_len,
+                 indexed = max(chunks.indexed, excluded.indexed)",
         )?;
         for e in entries {
             stmt.execute(params![
@@ -308,20 +329,29 @@ impl Catalog {
         })
     }
 
-    /// Forgets individual chunks whose stored copy failed verification.
-    pub fn forget_chunks(&self, ids: &[ChunkId]) -> StoreResult<()> {
+    /// Forgets individual stored copies `(chunk, pack)` that failed verification;
+    /// other copies of the same chunk stay usable.
+    pub fn forget_chunks(&self, copies: &[(ChunkId, ChunkId)]) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            for id in ids {
-                tx.execute("DELETE FROM chunks WHERE id = ?1", [&id.0[..]])?;
+            for (id, pack) in copies {
+                tx.execute(
+                    "DELETE FROM chunks WHERE id = ?1 AND pack = ?2",
+                    [&id.0[..], &pack.0[..]],
+                )?;
             }
             tx.commit()
         })
     }
 
+    /// Distinct chunks the catalog knows (a chunk stored twice counts once).
     pub fn chunk_count(&self) -> StoreResult<u64> {
-        self.with(|c| c.query_row("SELECT count(*) FROM chunks", [], |r| r.get::<_, i64>(0)))
-            .map(|n| n as u64)
+        self.with(|c| {
+            c.query_row("SELECT count(DISTINCT id) FROM chunks", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|n| n as u64)
     }
 
     pub fn add_snapshot(
@@ -358,18 +388,62 @@ impl Catalog {
     }
 }
 
+fn location_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkLocation> {
+    Ok(ChunkLocation {
+        pack: blob_id(r.get(0)?)?,
+        offset: r.get::<_, i64>(1)? as u64,
+        length: r.get(2)?,
+        raw_len: r.get(3)?,
+        indexed: r.get::<_, i64>(4)? != 0,
+    })
+}
+
+/// One copy of `id`, an indexed one if there is any (every host can find it).
 fn locate(c: &Connection, id: &ChunkId) -> rusqlite::Result<Option<ChunkLocation>> {
-    c.prepare_cached("SELECT pack, offset, length, raw_len, indexed FROM chunks WHERE id = ?1")?
-        .query_row([&id.0[..]], |r| {
-            Ok(ChunkLocation {
-                pack: blob_id(r.get(0)?)?,
-                offset: r.get::<_, i64>(1)? as u64,
-                length: r.get(2)?,
-                raw_len: r.get(3)?,
-                indexed: r.get::<_, i64>(4)? != 0,
-            })
-        })
-        .optional()
+    c.prepare_cached(
+        "SELECT pack, offset, length, raw_len, indexed FROM chunks WHERE id = ?1
+         ORDER BY indexed DESC LIMIT 1",
+    )?
+    .query_row([&id.0[..]], location_row)
+    .optional()
+}
+
+/// Every known copy of `id`, indexed ones first.
+fn locations(c: &Connection, id: &ChunkId) -> rusqlite::Result<Vec<ChunkLocation>> {
+    c.prepare_cached(
+        "SELECT pack, offset, length, raw_len, indexed FROM chunks WHERE id = ?1
+         ORDER BY indexed DESC",
+    )?
+    .query_map([&id.0[..]], location_row)?
+    .collect()
+}
+
+/// Brings a catalog written by an older Lifeboat to [`SCHEMA_VERSION`], keeping its
+/// pending entries (they are the only record of uploads no index lists yet).
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    // Immediate: two processes opening an old catalog at once migrate it once.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_chunks: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks')",
+        [],
+        |r| r.get(0),
+    )?;
+    if version >= SCHEMA_VERSION || !has_chunks {
+        return Ok(());
+    }
+    // Version 1 kept one row per chunk id (PRIMARY KEY (id)).
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS chunks_by_pack_v2; ALTER TABLE chunks RENAME TO chunks_v1;",
+    )?;
+    tx.execute_batch(CHUNKS_TABLE)?;
+    tx.execute_batch(
+        "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed)
+             SELECT id, pack, offset, length, raw_len, indexed FROM chunks_v1;
+         DROP TABLE chunks_v1;",
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
 }
 
 /// A per-thread read connection for dedup lookups.
@@ -422,5 +496,74 @@ mod tests {
         assert_eq!((loc.pack, loc.offset, loc.length), (pack, 0, 10));
         cat.reset_index().unwrap();
         assert_eq!(cat.chunk_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn every_copy_of_a_chunk_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let (here, there) = (ChunkId::random(), ChunkId::random());
+        let e = entry(0);
+        cat.add_pending_pack(&here, std::slice::from_ref(&e))
+            .unwrap();
+        cat.add_index_object(
+            "idx",
+            &[IndexedPack {
+                pack: there,
+                entries: vec![e.clone()],
+            }],
+        )
+        .unwrap();
+        let packs: Vec<(ChunkId, bool)> = cat
+            .locations(&e.id)
+            .unwrap()
+            .iter()
+            .map(|l| (l.pack, l.indexed))
+            .collect();
+        assert_eq!(packs, vec![(there, true), (here, false)]);
+        // Lookups prefer the copy every host can find.
+        assert_eq!(cat.locate(&e.id).unwrap().unwrap().pack, there);
+        assert_eq!(cat.chunk_count().unwrap(), 1);
+        // Forgetting one damaged copy leaves the other.
+        cat.forget_chunks(&[(e.id, there)]).unwrap();
+        assert_eq!(cat.locate(&e.id).unwrap().unwrap().pack, here);
+    }
+
+    #[test]
+    fn a_version_1_catalog_is_migrated_with_its_pending_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let (pack, e) = (ChunkId::random(), entry(0));
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE chunks (id BLOB PRIMARY KEY, pack BLOB NOT NULL,
+                     offset INTEGER NOT NULL, length INTEGER NOT NULL,
+                     raw_len INTEGER NOT NULL, indexed INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE INDEX chunks_by_pack_v2 ON chunks(pack, offset, id, length, raw_len, indexed);",
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO chunks VALUES (?1, ?2, 0, 10, 20, 0)",
+                [&e.id.0[..], &pack.0[..]],
+            )
+            .unwrap();
+        }
+        let cat = Catalog::open(&path).unwrap();
+        assert_eq!(cat.pending_packs().unwrap()[0].pack, pack);
+        let other = ChunkId::random();
+        cat.add_index_object(
+            "idx",
+            &[IndexedPack {
+                pack: other,
+                entries: vec![e.clone()],
+            }],
+        )
+        .unwrap();
+        assert_eq!(cat.locations(&e.id).unwrap().len(), 2);
+        drop(cat);
+        // Opening again changes nothing.
+        let cat = Catalog::open(&path).unwrap();
+        assert_eq!(cat.locations(&e.id).unwrap().len(), 2);
     }
 }

@@ -271,10 +271,23 @@ impl Repository {
 
     /// Commits a snapshot. Callers must have uploaded and indexed all its chunks first.
     pub async fn commit_snapshot(&self, manifest: &Manifest) -> StoreResult<SnapshotSummary> {
-        crate::gc::guard::check_commit(self, manifest).await?;
+        use crate::gc::guard;
+        let checked = guard::before_commit(self, manifest).await?;
         let id = ChunkId::random();
-        self.put_sealed(&format::snapshot_key(&id), &manifest.encode())
-            .await?;
+        let key = format::snapshot_key(&id);
+        self.put_sealed(&key, &manifest.encode()).await?;
+        let written_at = crate::gc::unix_now();
+        if let Err(e) = guard::after_commit(self, manifest, checked, written_at).await {
+            // Unconfirmed is refused: a sweep may have missed this manifest. Withdrawn,
+            // it never existed for anyone who did not list it in these few moments.
+            if let Err(del) = self.backend.delete(&key).await {
+                tracing::error!(
+                    "could not withdraw unconfirmed snapshot {key} ({del}); `lifeboat verify` \
+                     will report it if its data was collected; forget it then"
+                );
+            }
+            return Err(e);
+        }
         let summary = SnapshotSummary {
             id: id.to_hex(),
             meta: manifest.meta.clone(),

@@ -2,29 +2,15 @@
 //! once; a holder that died stops blocking others when its lease expires; a holder
 //! that stalled past expiry and was replaced notices before doing anything more.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use lifeboat_store::backend::local::LocalBackend;
 use lifeboat_store::gc::lease::Lease;
-use lifeboat_store::keyslot::KdfParams;
-use lifeboat_store::{InitOptions, Repository, StoreError, init_repository};
+use lifeboat_store::{Repository, StoreError};
 
 async fn repo(dir: &std::path::Path) -> Repository {
-    let backend = Arc::new(LocalBackend::new(dir.join("repo")));
-    let options = InitOptions {
-        create_container: true,
-        // Small KDF: this test is about leases, not passphrases.
-        kdf: KdfParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        ..Default::default()
-    };
-    init_repository(backend, "pw", &options, &dir.join("cache"))
-        .await
-        .unwrap()
+    support::init(dir).await
 }
 
 #[tokio::test]

@@ -4,14 +4,17 @@
 //! Two rules, both driven by the prune plans in `gc/`:
 //! 1. On catalog sync, a newly seen plan makes the catalog forget the packs it
 //!    condemns, so later backups upload fresh copies instead of reusing them.
-//! 2. Just before a manifest is written, every pack the snapshot uses is checked
-//!    against all plans. Reusing a condemned pack is fine while the plan's commit
-//!    deadline has not passed (the sweep, which comes later, will see the manifest and
-//!    keep the pack); after that, or once the pack is really deleted, the commit is
-//!    refused and the backup must run again. A refused commit loses nothing: the
-//!    previous snapshots are untouched and the new data stays reusable.
+//! 2. Just before a manifest is written, every stored copy of every chunk the
+//!    snapshot uses is checked against all plans. A chunk is fine if some copy is in a
+//!    pack no plan condemns, or in a condemned pack whose plan's commit deadline has
+//!    not passed (the sweep, which comes later, will see the manifest and keep the
+//!    pack); otherwise the commit is refused and the backup must run again. Once the
+//!    manifest is in the bucket the check runs again with the time the upload ended:
+//!    a manifest that landed after its deadline may have been missed by a sweep, so it
+//!    is deleted and the commit refused. A refused commit loses nothing: the previous
+//!    snapshots are untouched and the new data stays reusable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::params;
 
@@ -24,7 +27,6 @@ use crate::repo::Repository;
 
 use super::unix_now;
 
-/// Reads plans and completion records the catalog has not seen yet.
 /// Every plan and completion record in the repository.
 pub(crate) async fn list_gc_keys(repo: &Repository) -> StoreResult<Vec<GcKey>> {
     Ok(repo
@@ -95,67 +97,154 @@ pub(crate) async fn read_plan(repo: &Repository, key: &str) -> StoreResult<Plan>
     Plan::decode(&plain).map_err(|e| StoreError::decode(key, e))
 }
 
+/// The stored copies a snapshot's chunks rely on, as this host's catalog knew them
+/// when the commit began (syncing plans makes the catalog forget condemned packs, and
+/// the check needs to know where the backup found its data). Compact, because a
+/// manifest of a large disk references millions of chunks.
+pub(crate) struct Copies {
+    /// Distinct packs holding some copy.
+    packs: Vec<ChunkId>,
+    /// The copies of chunk `i` are `packs[of[start[i]..start[i + 1]]]`.
+    start: Vec<u32>,
+    of: Vec<u32>,
+}
+
+impl Copies {
+    /// Where every chunk of `ids` is stored; refuses if some chunk has no copy.
+    fn gather(c: &Catalog, ids: &[ChunkId]) -> StoreResult<Self> {
+        let mut pack_index: HashMap<ChunkId, u32> = HashMap::new();
+        let mut copies = Copies {
+            packs: Vec::new(),
+            start: vec![0],
+            of: Vec::new(),
+        };
+        let mut missing = 0usize;
+        for id in ids {
+            let found = c.locations(id)?;
+            if found.is_empty() {
+                missing += 1;
+            }
+            for loc in found {
+                let next = copies.packs.len() as u32;
+                let at = *pack_index.entry(loc.pack).or_insert(next);
+                if at == next {
+                    copies.packs.push(loc.pack);
+                }
+                copies.of.push(at);
+            }
+            copies.start.push(copies.of.len() as u32);
+        }
+        if missing > 0 {
+            return Err(StoreError::GcConflict {
+                detail: format!(
+                    "{missing} chunk(s) this backup reused are no longer in the catalog (a \
+                     prune on this host condemned them while the backup ran)"
+                ),
+            });
+        }
+        Ok(copies)
+    }
+
+    /// Refuses if some chunk has no copy outside `bad` packs (index into `packs`).
+    fn refuse_unsafe(&self, bad: &HashMap<u32, String>) -> StoreResult<()> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let mut lost = 0usize;
+        let mut example = None;
+        for w in self.start.windows(2) {
+            let copies = &self.of[w[0] as usize..w[1] as usize];
+            if copies.iter().all(|p| bad.contains_key(p)) {
+                lost += 1;
+                example.get_or_insert(copies[0]);
+            }
+        }
+        match example {
+            None => Ok(()),
+            Some(p) => Err(StoreError::GcConflict {
+                detail: format!(
+                    "{lost} chunk(s) this backup reused are stored only in packs being \
+                     garbage-collected (e.g. {} by {})",
+                    self.packs[p as usize].short(),
+                    bad[&p]
+                ),
+            }),
+        }
+    }
+}
+
+/// What [`before_commit`] learnt, for [`after_commit`].
+pub(crate) struct CommitGuard {
+    /// `None` while no prune plan exists anywhere (the common case: nothing gathered).
+    copies: Option<Copies>,
+}
+
 /// Refuses a commit that would reference data a prune is deleting or has deleted.
-pub(crate) async fn check_commit(repo: &Repository, manifest: &Manifest) -> StoreResult<()> {
+/// Runs before the manifest is written.
+pub(crate) async fn before_commit(
+    repo: &Repository,
+    manifest: &Manifest,
+) -> StoreResult<CommitGuard> {
     // The common case, no prune ever ran: one LIST and done.
     let listed = list_gc_keys(repo).await?;
     if listed.is_empty() && !repo.with_catalog(any_plans).await? {
-        return Ok(());
+        return Ok(CommitGuard { copies: None });
     }
-    let ids: Vec<ChunkId> = {
-        let mut seen = HashSet::new();
-        manifest
-            .extents
-            .iter()
-            .filter_map(|e| match e {
-                Extent::Chunk { id, .. } if seen.insert(*id) => Some(*id),
-                _ => None,
-            })
-            .collect()
+    let copies = gather(repo, manifest).await?;
+    let copies = check(repo, copies, listed, unix_now()).await?;
+    Ok(CommitGuard {
+        copies: Some(copies),
+    })
+}
+
+/// Confirms, once the manifest is in the bucket, that no sweep can have missed it: a
+/// sweep acts on a plan only after the plan's commit deadline and lists manifests
+/// after that, so a manifest written before the deadline is always seen. A manifest
+/// that landed later (a slow upload) is not safe and the caller withdraws it.
+pub(crate) async fn after_commit(
+    repo: &Repository,
+    manifest: &Manifest,
+    guard: CommitGuard,
+    written_at: u64,
+) -> StoreResult<()> {
+    let listed = list_gc_keys(repo).await?;
+    let copies = match guard.copies {
+        Some(copies) => copies,
+        None if listed.is_empty() => return Ok(()),
+        // A plan appeared during the upload; the catalog has not synced it yet, so it
+        // still knows where the backup found its data.
+        None => gather(repo, manifest).await?,
     };
-    // Located before the plans are synced: syncing makes the catalog forget
-    // condemned packs, and this check needs to know where the backup found its data.
-    let (packs, missing) = repo
-        .with_catalog(move |c| {
-            let mut packs = HashSet::new();
-            let mut missing = 0usize;
-            for id in &ids {
-                match c.locate(id)? {
-                    Some(loc) => {
-                        packs.insert(loc.pack);
-                    }
-                    None => missing += 1,
-                }
-            }
-            Ok((packs, missing))
+    check(repo, copies, listed, written_at).await.map(drop)
+}
+
+async fn gather(repo: &Repository, manifest: &Manifest) -> StoreResult<Copies> {
+    let mut seen = HashSet::new();
+    let ids: Vec<ChunkId> = manifest
+        .extents
+        .iter()
+        .filter_map(|e| match e {
+            Extent::Chunk { id, .. } if seen.insert(*id) => Some(*id),
+            _ => None,
         })
-        .await?;
-    if missing > 0 {
-        return Err(StoreError::GcConflict {
-            detail: format!(
-                "{missing} chunk(s) this backup reused are no longer in the catalog (a prune \
-                 on this host condemned them while the backup ran)"
-            ),
-        });
-    }
-    // The listing above is recent enough: a plan written after it has a deadline at
-    // least a grace period away, so this commit is safe against it anyway.
+        .collect();
+    repo.with_catalog(move |c| Copies::gather(c, &ids)).await
+}
+
+/// Syncs the listed plans and refuses if some chunk is safe in no pack at `now`.
+async fn check(
+    repo: &Repository,
+    copies: Copies,
+    listed: Vec<GcKey>,
+    now: u64,
+) -> StoreResult<Copies> {
     sync_listed_plans(repo, listed).await?;
-    let now = unix_now();
-    let conflicts = repo
-        .with_catalog(move |c| conflicts(c, &packs, now))
-        .await?;
-    if let Some(first) = conflicts.first() {
-        return Err(StoreError::GcConflict {
-            detail: format!(
-                "{} pack(s) this backup reused are being garbage-collected (e.g. {} by {})",
-                conflicts.len(),
-                first.0.short(),
-                first.1
-            ),
-        });
-    }
-    Ok(())
+    repo.with_catalog(move |c| {
+        let bad = conflicts(c, &copies.packs, now)?;
+        copies.refuse_unsafe(&bad)?;
+        Ok(copies)
+    })
+    .await
 }
 
 fn known(c: &Catalog) -> StoreResult<(HashSet<String>, HashSet<String>)> {
@@ -221,19 +310,16 @@ fn drop_plans(c: &Catalog, keys: &[String]) -> StoreResult<()> {
     })
 }
 
-/// Packs among `packs` a commit must not rely on, with the plan condemning each.
-fn conflicts(
-    c: &Catalog,
-    packs: &HashSet<ChunkId>,
-    now: u64,
-) -> StoreResult<Vec<(ChunkId, String)>> {
+/// Packs among `packs` a commit must not rely on at `now`: index into `packs` → the
+/// plan condemning it.
+fn conflicts(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<HashMap<u32, String>> {
     c.with(|c| {
         let mut stmt = c.prepare_cached(
             "SELECT g.plan, g.deleted, p.done, p.sweep_after FROM gc_condemned g
              JOIN gc_plans p ON p.key = g.plan WHERE g.pack = ?1",
         )?;
-        let mut out = Vec::new();
-        for pack in packs {
+        let mut out = HashMap::new();
+        for (i, pack) in packs.iter().enumerate() {
             let rows = stmt.query_map([&pack.0[..]], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -250,7 +336,7 @@ fn conflicts(
                     (now as i64) < deadline
                 };
                 if !safe {
-                    out.push((*pack, plan));
+                    out.insert(i as u32, plan);
                 }
             }
         }

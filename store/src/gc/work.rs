@@ -6,7 +6,7 @@
 //! |----------------|-----------------------------------------------|
 //! | `temp.live`    | every chunk id some manifest references       |
 //! | `temp.packs`   | every object under `data/`: size and age      |
-//! | `main.chunks`  | the catalog: where each indexed chunk lives   |
+//! | `main.chunks`  | the catalog: every stored copy of each chunk  |
 
 use std::sync::{Arc, Mutex};
 
@@ -230,12 +230,15 @@ impl WorkSet {
         })
     }
 
-    /// Whether the catalog knows a location for `id` (outside condemned packs, which
-    /// the catalog has already forgotten).
+    /// Whether an index lists a copy of `id` outside condemned packs (which the
+    /// catalog has already forgotten). A copy only this host knows (pending) does not
+    /// count: other hosts could not find it.
     pub fn chunk_located(&self, id: &ChunkId) -> StoreResult<bool> {
         self.with(|c| {
-            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM main.chunks WHERE id = ?1)")?
-                .query_row([&id.0[..]], |r| r.get(0))
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM main.chunks WHERE id = ?1 AND indexed = 1)",
+            )?
+            .query_row([&id.0[..]], |r| r.get(0))
         })
     }
 
