@@ -4,7 +4,7 @@
 mod support;
 
 use support::disk::{Fill, make_disk};
-use support::qemu::{bitmaps, convert, create_qcow2, io, to_raw};
+use support::qemu::{bitmaps, convert, create_qcow2, io, qemu_nbd_pids, to_raw};
 use support::{Kind, TestRepo, assert_same_file};
 
 fn lifeboat_bitmaps(image: &std::path::Path) -> Vec<String> {
@@ -147,15 +147,16 @@ fn incremental_equals_full(init_options: &[&str]) {
 }
 
 #[test]
-fn a_killed_backup_loses_no_change() {
+fn a_killed_backup_loses_no_change_and_leaves_no_export_behind() {
     let repo = TestRepo::init(Kind::Local);
     let img = repo.path("db.qcow2");
     create_qcow2(&img, "256M");
     io(&img, "write -P 0x10 0 200M");
     repo.backup("db", "data", &img);
-    io(&img, "write -P 0x20 100M 64k");
+    // Enough change that the incremental is still reading when it is killed.
+    io(&img, "write -P 0x20 100M 40M");
 
-    // Kill a backup as soon as it has started its own bitmap.
+    // Kill the backup (SIGKILL: no cleanup of its own) once its export is up.
     let mut child = repo
         .cmd()
         .args([
@@ -170,22 +171,31 @@ fn a_killed_backup_loses_no_change() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    while lifeboat_bitmaps(&img).len() < 2 {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
+    while qemu_nbd_pids(&img).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before its export could be seen"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    child.kill().ok();
+    child.kill().unwrap();
     child.wait().unwrap();
-    // A killed backup leaves its qemu-nbd behind (it is a separate process holding the
-    // image's lock). qemu-nbd starts right after the bitmap, so the kill can land
-    // between its fork and exec: give the exec a moment before looking for it by name.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", &format!("qemu-nbd.*{}", img.display())])
-        .status();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Its qemu-nbd dies with it: an orphan would keep the image locked (no VM could
+    // start from it) until someone killed it by hand.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !qemu_nbd_pids(&img).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qemu-nbd outlived the killed backup: {:?}",
+            qemu_nbd_pids(&img)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        lifeboat_bitmaps(&img).len(),
+        2,
+        "killed between its bitmaps"
+    );
 
     io(&img, "write -P 0x30 150M 64k");
     let report = repo.backup("db", "data", &img);

@@ -59,3 +59,24 @@ pub fn bitmaps(image: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Pids of running `qemu-nbd` processes whose command line names `image`.
+pub fn qemu_nbd_pids(image: &Path) -> Vec<u32> {
+    let image = image.to_str().unwrap();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&str> = cmdline
+                .split(|b| *b == 0)
+                .filter_map(|a| std::str::from_utf8(a).ok())
+                .collect();
+            let is_nbd = args.first()?.ends_with("qemu-nbd");
+            (is_nbd && args.iter().any(|a| a.ends_with(image))).then_some(pid)
+        })
+        .collect()
+}

@@ -7,6 +7,14 @@
 //!
 //! `-B BITMAP` makes qemu-nbd offer `qemu:dirty-bitmap:BITMAP` for a persistent
 //! qcow2 bitmap, the changed-block map of an incremental backup.
+//!
+//! qemu-nbd dies with Lifeboat, also when Lifeboat is killed (SIGKILL, OOM killer):
+//! it is started through util-linux's `setpriv --pdeathsig KILL`. An orphaned
+//! qemu-nbd would keep the image locked, and the VM could not start from it until an
+//! operator found and killed the process. The kernel sends the signal when the
+//! *thread* that spawned the child exits, so qemu-nbd must be started from a thread
+//! that lives as long as the export: a tokio worker or the main thread (never
+//! `spawn_blocking`, whose threads retire when idle).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -75,7 +83,7 @@ impl QemuNbd {
         let dir = private_dir()
             .map_err(|e| tool_err(format!("cannot create a socket directory: {e}")))?;
         let socket = dir.path().join("nbd.sock");
-        let mut cmd = Command::new("qemu-nbd");
+        let mut cmd = qemu_nbd_command()?;
         cmd.arg("--read-only")
             // Keep serving after a client leaves: the lead may connect several times.
             .arg("--persistent")
@@ -179,6 +187,43 @@ impl Drop for QemuNbd {
             }
         }
     }
+}
+
+/// `setpriv --pdeathsig KILL -- qemu-nbd`, or plain `qemu-nbd` (with a warning) where
+/// setpriv is missing. Fails clearly when qemu-nbd itself is not installed: through
+/// setpriv that would otherwise only show as an early exit.
+fn qemu_nbd_command() -> Result<Command, NbdError> {
+    let Some(qemu_nbd) = find_program("qemu-nbd") else {
+        return Err(NbdError::Spawn {
+            tool: "qemu-nbd",
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"),
+        });
+    };
+    match find_program("setpriv") {
+        Some(setpriv) => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu_nbd);
+            Ok(cmd)
+        }
+        None => {
+            tracing::warn!(
+                "setpriv (util-linux) not found: if Lifeboat is killed, its qemu-nbd keeps \
+                 running and keeps the image locked until it is killed by hand"
+            );
+            Ok(Command::new(qemu_nbd))
+        }
+    }
+}
+
+/// The first executable file called `name` in `$PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A 0700 directory with a short enough path for a unix socket.
