@@ -97,10 +97,11 @@ fn print_report(r: &PruneReport) {
         );
     }
     let locked: Vec<&(String, String)> = s.locked_skipped.iter().chain(&m.locked_skipped).collect();
-    if !locked.is_empty() || m.repack_skipped_locked > 0 {
+    if !locked.is_empty() || m.repack_skipped_locked > 0 || m.locked_packs > 0 {
         println!(
-            "Object Lock: skipped {} locked object(s) and {} repack(s) of locked packs; they are deleted by a prune after their lock expires",
+            "Object Lock: skipped {} locked object(s), {} unused locked pack(s) and {} repack(s) of locked packs; they are deleted by a prune after their lock expires",
             locked.len(),
+            m.locked_packs,
             m.repack_skipped_locked
         );
         for (key, until) in locked.iter().take(10) {

@@ -6,6 +6,7 @@
 //! their headers checked against the index, and every chunk decrypted and re-hashed.
 //! Each problem is then traced to the snapshots, disks and offsets it affects.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -84,19 +85,20 @@ pub async fn verify_repository(
 ) -> StoreResult<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut damage = Damage::default();
-    let pack_sizes: HashMap<ChunkId, u64> = repo
+    // Index objects are listed before packs: backups write packs first, so every pack
+    // a listed index object names was in the bucket before the pack listing began.
+    let index_objects = repo.backend().list(INDEX_PREFIX).await?;
+    let mut pack_sizes: HashMap<ChunkId, u64> = repo
         .backend()
         .list(DATA_PREFIX)
         .await?
         .into_iter()
         .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
         .collect();
-    report.packs = pack_sizes.len() as u64;
-    damage.present = pack_sizes.keys().copied().collect();
 
     // Index objects: each must open, and every pack it names must exist and be long enough.
     let mut indexed_packs: HashSet<ChunkId> = HashSet::new();
-    for obj in repo.backend().list(INDEX_PREFIX).await? {
+    for obj in index_objects {
         report.index_objects += 1;
         match repo.read_index_object(&obj.key).await {
             Ok(packs) => {
@@ -108,6 +110,13 @@ pub async fn verify_repository(
                         .map(|e| e.offset + u64::from(e.length))
                         .max()
                         .unwrap_or(0);
+                    if let Entry::Vacant(slot) = pack_sizes.entry(p.pack) {
+                        // Asked once more before calling it lost: listings can lag.
+                        let key = format::pack_key(&p.pack);
+                        if let Some(size) = repo.backend().size(&key).await? {
+                            slot.insert(size);
+                        }
+                    }
                     match pack_sizes.get(&p.pack) {
                         None => {
                             damage.packs.insert(
@@ -131,6 +140,8 @@ pub async fn verify_repository(
             Err(e) => report.problems.push(problem_from(&obj.key, e)?),
         }
     }
+    report.packs = pack_sizes.len() as u64;
+    damage.present = pack_sizes.keys().copied().collect();
     for (pack, detail) in &damage.packs {
         report.problems.push(Problem {
             object: format::pack_key(pack),

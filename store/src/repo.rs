@@ -5,11 +5,12 @@
 //! that list them, then the manifest. An interruption at any point leaves at worst
 //! unreferenced packs or index entries — wasted space, never a snapshot with holes.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use std::collections::HashSet;
 
 use futures::StreamExt;
 
@@ -261,12 +262,18 @@ impl Repository {
         if pending.is_empty() {
             return Ok(None);
         }
+        self.write_index_object(pending).await.map(Some)
+    }
+
+    /// Writes a new index object listing `packs` and records it in the catalog;
+    /// returns its id.
+    pub(crate) async fn write_index_object(&self, packs: Vec<IndexedPack>) -> StoreResult<ChunkId> {
         let id = ChunkId::random();
         let key = format::index_key(&id);
-        self.put_sealed(&key, &encode_index(&pending)).await?;
-        self.with_catalog(move |c| c.add_index_object(&key, &pending))
+        self.put_sealed(&key, &encode_index(&packs)).await?;
+        self.with_catalog(move |c| c.add_index_object(&key, &packs))
             .await?;
-        Ok(Some(id))
+        Ok(id)
     }
 
     /// Commits a snapshot. Callers must have uploaded and indexed all its chunks first.
@@ -275,18 +282,42 @@ impl Repository {
         let checked = guard::before_commit(self, manifest).await?;
         let id = ChunkId::random();
         let key = format::snapshot_key(&id);
-        self.put_sealed(&key, &manifest.encode()).await?;
-        let written_at = crate::gc::unix_now();
-        if let Err(e) = guard::after_commit(self, manifest, checked, written_at).await {
-            // Unconfirmed is refused: a sweep may have missed this manifest. Withdrawn,
-            // it never existed for anyone who did not list it in these few moments.
-            if let Err(del) = self.backend.delete(&key).await {
-                tracing::error!(
-                    "could not withdraw unconfirmed snapshot {key} ({del}); `lifeboat verify` \
-                     will report it if its data was collected; forget it then"
-                );
+        let encoded = manifest.encode();
+        let upload = self.put_sealed(&key, &encoded);
+        match checked.must_land_by() {
+            // Relying on condemned data: an upload still running at the plan's deadline
+            // is abandoned (and withdrawn, should it land after all).
+            Some(deadline) => {
+                let left = deadline.saturating_sub(crate::gc::unix_now());
+                if tokio::time::timeout(Duration::from_secs(left), upload)
+                    .await
+                    .is_err()
+                {
+                    self.withdraw(&key).await;
+                    return Err(StoreError::GcConflict {
+                        detail: "the snapshot upload did not finish before the deadline of \
+                                 a prune that is collecting data it reuses"
+                            .into(),
+                    });
+                }
             }
-            return Err(e);
+            None => upload.await?,
+        }
+        let written_at = crate::gc::unix_now();
+        match guard::after_commit(self, manifest, checked, written_at).await {
+            Ok(()) => {}
+            Err(e @ StoreError::GcConflict { .. }) => {
+                // A sweep may have missed this manifest: it must not stay.
+                self.withdraw(&key).await;
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "snapshot {key} was written but could not be confirmed against \
+                     concurrent prunes ({e}); `lifeboat verify` checks it"
+                );
+                return Err(e);
+            }
         }
         let summary = SnapshotSummary {
             id: id.to_hex(),
@@ -294,6 +325,18 @@ impl Repository {
         };
         self.record_snapshot(&summary).await?;
         Ok(summary)
+    }
+
+    /// Deletes a manifest whose commit was refused after it was written. Unconfirmed
+    /// is refused: withdrawn, it never existed for anyone who did not list it in these
+    /// few moments.
+    async fn withdraw(&self, key: &str) {
+        if let Err(e) = self.backend.delete(key).await {
+            tracing::error!(
+                "could not withdraw unconfirmed snapshot {key} ({e}); `lifeboat verify` \
+                 reports it if its data was collected; forget it then"
+            );
+        }
     }
 
     async fn record_snapshot(&self, s: &SnapshotSummary) -> StoreResult<()> {

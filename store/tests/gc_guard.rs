@@ -10,14 +10,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use lifeboat_store::backend::local::LocalBackend;
-use lifeboat_store::backend::{BackendResult, ObjectInfo};
-use lifeboat_store::{
-    Backend, ChunkId, PruneOptions, Repository, StoreError, open_repository, prune,
-};
-use support::{host, init, manifest, store_pack};
+use lifeboat_store::{ChunkId, PruneOptions, Repository, StoreError, open_repository, prune};
+use support::{TestBackend, host, init, manifest, store_pack};
 
 /// Stores one chunk in its own pack, indexed, and commits a snapshot of it.
 async fn back_up_chunk(repo: &Repository, vm: &str, data: &[u8]) -> (ChunkId, String) {
@@ -57,11 +51,15 @@ async fn stale_reuse_commits_before_the_deadline_and_is_refused_after() {
     let mark = prune(&gc, &grace(2), &noop).await.unwrap();
     assert_eq!(mark.mark.condemned_packs, 2, "{mark:?}");
 
-    // Before the deadline: reusing x is allowed…
+    // Before the deadline: reusing x is allowed, and x's pack is indexed again at
+    // once, so the new snapshot restores from any host before any sweep…
     early
         .commit_snapshot(&manifest("vm1", &[(x, 7)]))
         .await
         .unwrap();
+    let now = host(dir.path(), "now").await;
+    let loc = now.catalog().locate(&x).unwrap();
+    assert!(loc.is_some_and(|l| l.indexed), "x is indexed: {loc:?}");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // …after it, reusing y is refused, and no manifest appears.
     let before = late.backend().list("snapshots/").await.unwrap().len();
@@ -83,9 +81,9 @@ async fn stale_reuse_commits_before_the_deadline_and_is_refused_after() {
         before
     );
 
-    // The sweep keeps x's pack (resurrected: a snapshot uses it) and deletes y's.
+    // The sweep keeps x's pack (an index lists it again) and deletes y's.
     let sweep = prune(&gc, &grace(2), &noop).await.unwrap();
-    assert_eq!(sweep.sweep.resurrected, 1, "{sweep:?}");
+    assert_eq!(sweep.sweep.kept_indexed, 1, "{sweep:?}");
     assert_eq!(sweep.sweep.deleted_packs, 1, "{sweep:?}");
     assert_eq!(sweep.missing_chunks, 0, "{sweep:?}");
 
@@ -100,62 +98,20 @@ async fn stale_reuse_commits_before_the_deadline_and_is_refused_after() {
     back_up_chunk(&rerun, "vm2", b"chunk y").await;
 }
 
-/// A store whose manifest uploads take `delay` (a slow or congested link).
-#[derive(Debug)]
-struct SlowManifests {
-    inner: LocalBackend,
-    delay: Duration,
-}
-
-#[async_trait]
-impl Backend for SlowManifests {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    async fn check_reachable(&self) -> BackendResult<()> {
-        self.inner.check_reachable().await
-    }
-    async fn create_container(&self) -> BackendResult<()> {
-        self.inner.create_container().await
-    }
-    async fn put(&self, key: &str, data: Bytes) -> BackendResult<()> {
-        self.inner.put(key, data).await
-    }
-    async fn put_if_absent(&self, key: &str, data: Bytes) -> BackendResult<()> {
-        if key.starts_with("snapshots/") {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.inner.put_if_absent(key, data).await
-    }
-    async fn get(&self, key: &str) -> BackendResult<Bytes> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, offset: u64, len: u64) -> BackendResult<Bytes> {
-        self.inner.get_range(key, offset, len).await
-    }
-    async fn size(&self, key: &str) -> BackendResult<Option<u64>> {
-        self.inner.size(key).await
-    }
-    async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> BackendResult<()> {
-        self.inner.delete(key).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_manifest_landing_after_the_deadline_is_withdrawn() {
+/// The scenario of a slow manifest upload racing a prune: x's pack is condemned
+/// (commit deadline in 3 s, sweep from 4 s on) and swept at 4.2 s while the upload,
+/// which takes 6 s, is still running. The commit starts just before the mark (its
+/// check sees no plan; the check after the upload refuses and withdraws it) or just
+/// after it (its check sees a plan it may still rely on; the upload is abandoned at
+/// the deadline). Either way: refused, and nothing refers to missing data.
+async fn slow_manifest_races_the_sweep(commit_before_mark: bool) {
     let dir = tempfile::tempdir().unwrap();
     let a = init(dir.path()).await;
     let (x, first) = back_up_chunk(&a, "vm1", b"chunk x").await;
     a.forget_snapshot(&first).await.unwrap();
 
     // A backup on a host with a slow link: its catalog still holds x.
-    let slow = Arc::new(SlowManifests {
-        inner: LocalBackend::new(dir.path().join("repo")),
-        delay: Duration::from_secs(6),
-    });
+    let slow = Arc::new(TestBackend::new(dir.path()).slow_manifests(Duration::from_secs(6)));
     let stale = open_repository(slow, "pw", &dir.path().join("stale"))
         .await
         .unwrap();
@@ -163,29 +119,90 @@ async fn a_manifest_landing_after_the_deadline_is_withdrawn() {
     // Old enough to be condemned.
     tokio::time::sleep(Duration::from_millis(4100)).await;
 
-    // A prune condemns x's pack: commit deadline in 3 s, sweep from 4 s on.
+    let stale = Arc::new(stale);
+    let commit = || {
+        let stale = stale.clone();
+        tokio::spawn(async move { stale.commit_snapshot(&manifest("vm1", &[(x, 7)])).await })
+    };
+    let early = commit_before_mark.then(commit);
     let gc = host(dir.path(), "gc").await;
     let noop = |_: &str| {};
     let mark = prune(&gc, &grace(4), &noop).await.unwrap();
     assert_eq!(mark.mark.condemned_packs, 1, "{mark:?}");
-
-    // The commit passes its check at once, but its manifest lands only after the
-    // sweep has listed the snapshots and deleted the pack.
-    let commit =
-        tokio::spawn(async move { stale.commit_snapshot(&manifest("vm1", &[(x, 7)])).await });
+    let commit = early.unwrap_or_else(commit);
     tokio::time::sleep(Duration::from_millis(4200)).await;
     let sweep = prune(&gc, &grace(4), &noop).await.unwrap();
-    assert_eq!(sweep.sweep.deleted_packs, 1, "{sweep:?}");
+    // A commit that saw the plan indexed x's pack again before uploading, so the
+    // sweep keeps it; one that did not see it left the pack to be deleted.
+    let (kept, deleted) = if commit_before_mark { (0, 1) } else { (1, 0) };
+    assert_eq!(
+        (sweep.sweep.kept_indexed, sweep.sweep.deleted_packs),
+        (kept, deleted),
+        "{sweep:?}"
+    );
     let refused = commit.await.unwrap().unwrap_err();
     assert!(
         matches!(refused, StoreError::GcConflict { .. }),
         "{refused}"
     );
+    assert_eq!(
+        refused
+            .to_string()
+            .contains("did not finish before the deadline"),
+        !commit_before_mark,
+        "{refused}"
+    );
 
-    // Nothing refers to the deleted data: the manifest was withdrawn.
+    // Nothing refers to the deleted data: the manifest was withdrawn (or abandoned).
     assert!(gc.backend().list("snapshots/").await.unwrap().is_empty());
     let after = prune(&host(dir.path(), "fresh").await, &grace(4), &noop)
         .await
         .unwrap();
     assert_eq!((after.snapshots, after.missing_chunks), (0, 0), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_relying_on_condemned_data_is_abandoned_at_the_deadline() {
+    slow_manifest_races_the_sweep(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_landing_after_a_new_plan_was_swept_is_withdrawn() {
+    slow_manifest_races_the_sweep(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condemned_pack_object_lock_keeps_stays_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(dir.path()).await;
+    let (x, first) = back_up_chunk(&a, "vm1", b"chunk x").await;
+    a.forget_snapshot(&first).await.unwrap();
+    let stale = host(dir.path(), "stale").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // The prune host's store refuses to delete packs, as Object Lock would.
+    let locked = Arc::new(TestBackend::new(dir.path()).locked_packs());
+    let gc = open_repository(locked, "pw", &dir.path().join("gc"))
+        .await
+        .unwrap();
+    let noop = |_: &str| {};
+    let mark = prune(&gc, &grace(2), &noop).await.unwrap();
+    assert_eq!(mark.mark.condemned_packs, 1, "{mark:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let sweep = prune(&gc, &grace(2), &noop).await.unwrap();
+    assert_eq!(
+        (sweep.sweep.deleted_packs, sweep.sweep.locked_skipped.len()),
+        (0, 1),
+        "{sweep:?}"
+    );
+
+    // The sweep is done and the pack was not deleted, so a backup may rely on it…
+    stale
+        .commit_snapshot(&manifest("vm1", &[(x, 7)]))
+        .await
+        .unwrap();
+    // …and every host can find x in it.
+    let fresh = host(dir.path(), "fresh").await;
+    let loc = fresh.catalog().locate(&x).unwrap();
+    assert!(loc.is_some_and(|l| l.indexed), "x is indexed: {loc:?}");
 }

@@ -22,7 +22,10 @@ use crate::catalog::Catalog;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::gc::{Done, GC_PREFIX, GcKey, Plan, classify_gc_key};
+use crate::format::index::IndexedPack;
 use crate::format::manifest::{Extent, Manifest};
+use crate::format::{self};
+use crate::repair::HeaderRead;
 use crate::repo::Repository;
 
 use super::unix_now;
@@ -120,7 +123,10 @@ impl Copies {
         };
         let mut missing = 0usize;
         for id in ids {
-            let found = c.locations(id)?;
+            // Only indexed copies: another backup's upload on this host that no index
+            // lists yet (pending) may never be indexed if that backup is killed. The
+            // caller has flushed this backup's own uploads.
+            let found: Vec<_> = c.locations(id)?.into_iter().filter(|l| l.indexed).collect();
             if found.is_empty() {
                 missing += 1;
             }
@@ -137,8 +143,8 @@ impl Copies {
         if missing > 0 {
             return Err(StoreError::GcConflict {
                 detail: format!(
-                    "{missing} chunk(s) this backup reused are no longer in the catalog (a \
-                     prune on this host condemned them while the backup ran)"
+                    "{missing} chunk(s) this backup reused are in no index any more (a prune \
+                     on this host condemned them while the backup ran)"
                 ),
             });
         }
@@ -173,10 +179,39 @@ impl Copies {
     }
 }
 
+impl Copies {
+    /// Packs to list in an index again so every chunk has a findable copy: for each
+    /// chunk whose usable copies are all in condemned packs, one of those packs.
+    fn borrowed(&self, states: &PackStates) -> Vec<ChunkId> {
+        let mut chosen: HashSet<u32> = HashSet::new();
+        for w in self.start.windows(2) {
+            let copies = &self.of[w[0] as usize..w[1] as usize];
+            let free =
+                |p: &u32| !states.unsafe_packs.contains_key(p) && !states.pending.contains(p);
+            if copies.iter().any(|p| free(p) || chosen.contains(p)) {
+                continue;
+            }
+            if let Some(p) = copies.iter().find(|p| states.pending.contains(*p)) {
+                chosen.insert(*p);
+            }
+        }
+        chosen.into_iter().map(|p| self.packs[p as usize]).collect()
+    }
+}
+
 /// What [`before_commit`] learnt, for [`after_commit`].
 pub(crate) struct CommitGuard {
     /// `None` while no prune plan exists anywhere (the common case: nothing gathered).
     copies: Option<Copies>,
+    /// The earliest commit deadline of a plan condemning a pack this snapshot uses:
+    /// the manifest must be in the bucket before it (unix seconds).
+    must_land_by: Option<u64>,
+}
+
+impl CommitGuard {
+    pub(crate) fn must_land_by(&self) -> Option<u64> {
+        self.must_land_by
+    }
 }
 
 /// Refuses a commit that would reference data a prune is deleting or has deleted.
@@ -188,12 +223,16 @@ pub(crate) async fn before_commit(
     // The common case, no prune ever ran: one LIST and done.
     let listed = list_gc_keys(repo).await?;
     if listed.is_empty() && !repo.with_catalog(any_plans).await? {
-        return Ok(CommitGuard { copies: None });
+        return Ok(CommitGuard {
+            copies: None,
+            must_land_by: None,
+        });
     }
     let copies = gather(repo, manifest).await?;
-    let copies = check(repo, copies, listed, unix_now()).await?;
+    let (copies, must_land_by) = check(repo, copies, listed, unix_now()).await?;
     Ok(CommitGuard {
         copies: Some(copies),
+        must_land_by,
     })
 }
 
@@ -231,20 +270,25 @@ async fn gather(repo: &Repository, manifest: &Manifest) -> StoreResult<Copies> {
     repo.with_catalog(move |c| Copies::gather(c, &ids)).await
 }
 
-/// Syncs the listed plans and refuses if some chunk is safe in no pack at `now`.
+/// Syncs the listed plans and refuses if some chunk is safe in no pack at `now`;
+/// otherwise also says by when the manifest must be in the bucket.
 async fn check(
     repo: &Repository,
     copies: Copies,
     listed: Vec<GcKey>,
     now: u64,
-) -> StoreResult<Copies> {
+) -> StoreResult<(Copies, Option<u64>)> {
     sync_listed_plans(repo, listed).await?;
-    repo.with_catalog(move |c| {
-        let bad = conflicts(c, &copies.packs, now)?;
-        copies.refuse_unsafe(&bad)?;
-        Ok(copies)
-    })
-    .await
+    let (copies, deadline, borrowed) = repo
+        .with_catalog(move |c| {
+            let states = pack_states(c, &copies.packs, now)?;
+            copies.refuse_unsafe(&states.unsafe_packs)?;
+            let borrowed = copies.borrowed(&states);
+            Ok((copies, states.earliest_deadline, borrowed))
+        })
+        .await?;
+    reindex(repo, borrowed).await?;
+    Ok((copies, deadline))
 }
 
 fn known(c: &Catalog) -> StoreResult<(HashSet<String>, HashSet<String>)> {
@@ -310,37 +354,83 @@ fn drop_plans(c: &Catalog, keys: &[String]) -> StoreResult<()> {
     })
 }
 
-/// Packs among `packs` a commit must not rely on at `now`: index into `packs` → the
-/// plan condemning it.
-fn conflicts(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<HashMap<u32, String>> {
+/// Lists condemned packs this commit relies on in a new index object, so the snapshot
+/// restores from any host at once instead of only after the sweep resurrects them;
+/// the sweep then keeps them because an index lists them again. Their entries come
+/// from the pack headers (the catalog forgot them when it recorded the plan).
+async fn reindex(repo: &Repository, packs: Vec<ChunkId>) -> StoreResult<()> {
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let mut listed = Vec::with_capacity(packs.len());
+    for pack in packs {
+        let key = format::pack_key(&pack);
+        let vanished = || StoreError::GcConflict {
+            detail: format!("{key}, which this backup reused, was garbage-collected"),
+        };
+        let size = repo.backend().size(&key).await?.ok_or_else(vanished)?;
+        match repo.read_pack_header(&pack, size).await? {
+            HeaderRead::Ok(entries) => listed.push(IndexedPack { pack, entries }),
+            HeaderRead::Vanished => return Err(vanished()),
+            HeaderRead::Damaged(why) => return Err(StoreError::corrupt(&key, why)),
+        }
+    }
+    tracing::debug!(
+        packs = listed.len(),
+        "indexing condemned packs this snapshot reuses"
+    );
+    repo.write_index_object(listed).await.map(drop)
+}
+
+/// What the plans say about the packs a commit uses, at `now`.
+struct PackStates {
+    /// Index into `packs` → the plan condemning it: a commit must not rely on these.
+    unsafe_packs: HashMap<u32, String>,
+    /// Condemned by a plan whose commit deadline is still ahead: usable, but only if
+    /// listed in an index again (see [`reindex`]).
+    pending: HashSet<u32>,
+    /// The earliest commit deadline among plans that condemn a used pack but still
+    /// allow relying on it.
+    earliest_deadline: Option<u64>,
+}
+
+fn pack_states(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<PackStates> {
     c.with(|c| {
         let mut stmt = c.prepare_cached(
             "SELECT g.plan, g.deleted, p.done, p.sweep_after FROM gc_condemned g
              JOIN gc_plans p ON p.key = g.plan WHERE g.pack = ?1",
         )?;
-        let mut out = HashMap::new();
+        let mut states = PackStates {
+            unsafe_packs: HashMap::new(),
+            pending: HashSet::new(),
+            earliest_deadline: None,
+        };
         for (i, pack) in packs.iter().enumerate() {
             let rows = stmt.query_map([&pack.0[..]], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)? != 0,
                     r.get::<_, i64>(2)? != 0,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(3)?.max(0) as u64,
                 ))
             })?;
             for row in rows {
                 let (plan, deleted, done, deadline) = row?;
-                let safe = if done {
-                    !deleted
+                if done {
+                    // Swept: kept packs are indexed again, deleted ones are gone.
+                    if deleted {
+                        states.unsafe_packs.insert(i as u32, plan);
+                    }
+                } else if now < deadline {
+                    states.pending.insert(i as u32);
+                    let earliest = states.earliest_deadline.get_or_insert(deadline);
+                    *earliest = (*earliest).min(deadline);
                 } else {
-                    (now as i64) < deadline
-                };
-                if !safe {
-                    out.insert(i as u32, plan);
+                    states.unsafe_packs.insert(i as u32, plan);
                 }
             }
         }
-        Ok(out)
+        Ok(states)
     })
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::gc::{Plan, PlanMeta, plan_key};
-use crate::format::index::{IndexedPack, encode_index};
+use crate::format::index::IndexedPack;
 use crate::format::pack::{PackBuilder, PackEntry};
 use crate::format::{self, blob::open_chunk};
 use crate::repair::HeaderRead;
@@ -55,7 +55,13 @@ pub(super) async fn mark(
                     counts.young_packs += 1;
                     return;
                 };
-                if u.live_chunks == 0 {
+                // Object Lock holds it past the sweep: condemning it now would only
+                // make the sweep fail to delete it and index it again.
+                let locked_past_sweep = lock_period
+                    .is_some_and(|p| mtime.saturating_add(p) > now.saturating_add(grace));
+                if u.live_chunks == 0 && locked_past_sweep {
+                    counts.locked_packs += 1;
+                } else if u.live_chunks == 0 {
                     counts.condemned_bytes += size;
                     v.condemn.push(u.pack);
                 } else if (u.live_bytes as f64) < repack_below * size as f64 {
@@ -73,6 +79,7 @@ pub(super) async fn mark(
     report.missing_packs = counts.missing_packs;
     report.young_packs = counts.young_packs;
     report.repack_skipped_locked = counts.repack_skipped_locked;
+    report.locked_packs = counts.locked_packs;
     report.condemned_bytes = counts.condemned_bytes;
 
     phase("collecting the condemned packs' entries");
@@ -174,14 +181,11 @@ async fn repack(
         repo.backend()
             .put(&format::pack_key(&new.id), Bytes::from(new.bytes))
             .await?;
-        let packs = vec![IndexedPack {
+        repo.write_index_object(vec![IndexedPack {
             pack: new.id,
             entries: new.entries,
-        }];
-        let key = format::index_key(&ChunkId::random());
-        repo.put_sealed(&key, &encode_index(&packs)).await?;
-        repo.with_catalog(move |c| c.add_index_object(&key, &packs))
-            .await?;
+        }])
+        .await?;
     }
     report.repacked_packs += 1;
     report.repacked_bytes += copied;
@@ -259,11 +263,8 @@ async fn rewrite_index(
     let consumer = async {
         while let Some(packs) = rx.recv().await {
             lease.keep(repo).await?;
-            let key = format::index_key(&ChunkId::random());
-            repo.put_sealed(&key, &encode_index(&packs)).await?;
+            repo.write_index_object(packs).await?;
             report.index_written += 1;
-            repo.with_catalog(move |c| c.add_index_object(&key, &packs))
-                .await?;
         }
         Ok::<(), StoreError>(())
     };

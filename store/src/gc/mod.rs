@@ -111,6 +111,8 @@ pub struct MarkReport {
     pub repacked_packs: u64,
     pub repacked_bytes: u64,
     pub repack_skipped_locked: u64,
+    /// Unused packs left for a later prune: Object Lock holds them past the sweep.
+    pub locked_packs: u64,
     pub repack_skipped_damaged: u64,
     /// Packs the index lists that are not in the bucket.
     pub missing_packs: u64,

@@ -7,16 +7,16 @@
 //! 2. a snapshot references one of its chunks and no other copy is indexed: keep and
 //!    re-index it (resurrection) — that snapshot was committed before the plan's
 //!    commit deadline, so the manifest listing done at the start of this run sees it;
-//! 3. otherwise delete it, unless Object Lock still holds it (reported, retried by a
-//!    later prune once the lock has expired).
+//! 3. otherwise delete it, unless Object Lock still holds it: then it is reported and
+//!    indexed again (a backup may still rely on it), and a later prune retries once
+//!    the lock has expired.
 //!
 //! The completion record (`gc/<id>.done`) lists what was really deleted, so backups
 //! whose catalog still points there refuse to commit.
 
-use crate::crypto::ChunkId;
 use crate::error::StoreResult;
 use crate::format::gc::{Done, DoneMeta, GcKey, done_key};
-use crate::format::index::{IndexedPack, encode_index};
+use crate::format::index::IndexedPack;
 use crate::format::{self};
 use crate::repo::{Repository, hostname, now_rfc3339};
 
@@ -103,7 +103,7 @@ async fn sweep_plan(
         } else if needed {
             resurrect.push(p);
         } else {
-            delete.push(p.pack);
+            delete.push(p);
         }
     }
     report.resurrected += resurrect.len() as u64;
@@ -111,15 +111,12 @@ async fn sweep_plan(
         report.deleted_packs += delete.len() as u64;
         return Ok(());
     }
-    if !resurrect.is_empty() {
-        let index = format::index_key(&ChunkId::random());
-        repo.put_sealed(&index, &encode_index(&resurrect)).await?;
-        repo.with_catalog(move |c| c.add_index_object(&index, &resurrect))
-            .await?;
-    }
+    reindex(repo, resurrect).await?;
     let mut deleted = Vec::new();
-    for pack in delete {
+    let mut locked = Vec::new();
+    for p in delete {
         lease.keep(repo).await?;
+        let pack = p.pack;
         let object = format::pack_key(&pack);
         let size = work.run(move |w| w.pack_size(&pack)).await?;
         match repo.backend().delete(&object).await {
@@ -130,10 +127,14 @@ async fn sweep_plan(
             }
             Err(crate::BackendError::Locked { key, until }) => {
                 report.locked_skipped.push((key, until));
+                locked.push(p);
             }
             Err(e) => return Err(e.into()),
         }
     }
+    // A pack that stays must stay findable: a backup whose catalog still has it may
+    // rely on it, and the completion record will call it "not deleted", i.e. safe.
+    reindex(repo, locked).await?;
     let record = Done {
         meta: DoneMeta {
             swept: now_rfc3339(),
@@ -149,4 +150,14 @@ async fn sweep_plan(
     work.run(move |w| w.remove_packs(&deleted)).await?;
     report.plans_swept += 1;
     Ok(())
+}
+
+/// Lists packs in a new index object again (resurrected, or kept by Object Lock).
+async fn reindex(repo: &Repository, mut packs: Vec<IndexedPack>) -> StoreResult<()> {
+    // A junk orphan has no readable entries: nothing to find in it.
+    packs.retain(|p| !p.entries.is_empty());
+    if packs.is_empty() {
+        return Ok(());
+    }
+    repo.write_index_object(packs).await.map(drop)
 }

@@ -231,12 +231,13 @@ impl WorkSet {
     }
 
     /// Whether an index lists a copy of `id` outside condemned packs (which the
-    /// catalog has already forgotten). A copy only this host knows (pending) does not
-    /// count: other hosts could not find it.
+    /// catalog has already forgotten), in a pack the bucket listing has. A copy only
+    /// this host knows (pending) does not count: other hosts could not find it.
     pub fn chunk_located(&self, id: &ChunkId) -> StoreResult<bool> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM main.chunks WHERE id = ?1 AND indexed = 1)",
+                "SELECT EXISTS (SELECT 1 FROM main.chunks c JOIN temp.packs p ON p.pack = c.pack
+                 WHERE c.id = ?1 AND c.indexed = 1)",
             )?
             .query_row([&id.0[..]], |r| r.get(0))
         })

@@ -5,13 +5,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use lifeboat_store::backend::local::LocalBackend;
+use lifeboat_store::backend::{BackendError, BackendResult, ObjectInfo};
 use lifeboat_store::format::blob::seal_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::PackBuilder;
 use lifeboat_store::keyslot::KdfParams;
-use lifeboat_store::{ChunkId, InitOptions, Repository, init_repository, open_repository};
+use lifeboat_store::{Backend, ChunkId, InitOptions, Repository, init_repository, open_repository};
 
 pub const FAST_KDF: KdfParams = KdfParams {
     m_cost_kib: 64,
@@ -80,4 +84,80 @@ pub async fn store_pack(repo: &Repository, chunks: &[&[u8]]) -> ChunkId {
     repo.upload_pack(finished).await.unwrap();
     repo.flush_index().await.unwrap();
     id
+}
+
+/// `root/repo` as a host with a troubled store sees it: manifest uploads that take a
+/// while (a slow link), or packs that cannot be deleted (as under Object Lock).
+#[derive(Debug)]
+pub struct TestBackend {
+    inner: LocalBackend,
+    manifest_delay: Duration,
+    locked_packs: bool,
+}
+
+impl TestBackend {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            inner: LocalBackend::new(root.join("repo")),
+            manifest_delay: Duration::ZERO,
+            locked_packs: false,
+        }
+    }
+
+    pub fn slow_manifests(self, delay: Duration) -> Self {
+        Self {
+            manifest_delay: delay,
+            ..self
+        }
+    }
+
+    pub fn locked_packs(self) -> Self {
+        Self {
+            locked_packs: true,
+            ..self
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for TestBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn check_reachable(&self) -> BackendResult<()> {
+        self.inner.check_reachable().await
+    }
+    async fn create_container(&self) -> BackendResult<()> {
+        self.inner.create_container().await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> BackendResult<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> BackendResult<()> {
+        if key.starts_with("snapshots/") {
+            tokio::time::sleep(self.manifest_delay).await;
+        }
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn get(&self, key: &str) -> BackendResult<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> BackendResult<Bytes> {
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn size(&self, key: &str) -> BackendResult<Option<u64>> {
+        self.inner.size(key).await
+    }
+    async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        if self.locked_packs && key.starts_with("data/") {
+            return Err(BackendError::Locked {
+                key: key.to_string(),
+                until: "2099-01-01T00:00:00Z".into(),
+            });
+        }
+        self.inner.delete(key).await
+    }
 }

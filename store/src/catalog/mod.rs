@@ -259,11 +259,24 @@ impl Catalog {
     }
 
     /// Records the contents of an index object (written by us or found in the repository).
+    /// Packs a sweep has deleted are skipped: an old index object that Object Lock kept
+    /// from being replaced still lists them, and a copy in a deleted pack is no copy.
     pub fn add_index_object(&self, name: &str, packs: &[IndexedPack]) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction()?;
+            let mut live_packs = Vec::with_capacity(packs.len());
+            {
+                let mut deleted = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM gc_condemned WHERE pack = ?1 AND deleted = 1)",
+                )?;
+                for p in packs {
+                    if !deleted.query_row([&p.pack.0[..]], |r| r.get::<_, bool>(0))? {
+                        live_packs.push(p);
+                    }
+                }
+            }
             // In id order, B-tree inserts touch each page once instead of at random.
-            let mut rows: Vec<(&ChunkId, &PackEntry)> = packs
+            let mut rows: Vec<(&ChunkId, &PackEntry)> = live_packs
                 .iter()
                 .flat_map(|p| p.entries.iter().map(move |e| (&p.pack, e)))
                 .collect();
@@ -419,7 +432,8 @@ fn locations(c: &Connection, id: &ChunkId) -> rusqlite::Result<Vec<ChunkLocation
 }
 
 /// Brings a catalog written by an older Lifeboat to [`SCHEMA_VERSION`], keeping its
-/// pending entries (they are the only record of uploads no index lists yet).
+/// pending entries (they are the only record of uploads no index lists yet); the next
+/// sync re-reads every index object.
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     // Immediate: two processes opening an old catalog at once migrate it once.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -437,10 +451,13 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
         "DROP INDEX IF EXISTS chunks_by_pack_v2; ALTER TABLE chunks RENAME TO chunks_v1;",
     )?;
     tx.execute_batch(CHUNKS_TABLE)?;
+    // Only pending rows survive. The old indexed rows are incomplete (the second copy
+    // of a chunk was overwritten by the first), so every index object is read afresh.
     tx.execute_batch(
         "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed)
-             SELECT id, pack, offset, length, raw_len, indexed FROM chunks_v1;
-         DROP TABLE chunks_v1;",
+             SELECT id, pack, offset, length, raw_len, indexed FROM chunks_v1 WHERE indexed = 0;
+         DROP TABLE chunks_v1;
+         DROP TABLE IF EXISTS index_objects;",
     )?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
@@ -458,112 +475,4 @@ impl ChunkLookup {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(offset: u64) -> PackEntry {
-        PackEntry {
-            id: ChunkId::random(),
-            offset,
-            length: 10,
-            raw_len: 20,
-        }
-    }
-
-    #[test]
-    fn pending_entries_become_indexed() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let pack = ChunkId::random();
-        let entries = vec![entry(0), entry(10)];
-        cat.add_pending_pack(&pack, &entries).unwrap();
-        assert!(cat.lookup().unwrap().contains(&entries[1].id).unwrap());
-        let pending = cat.pending_packs().unwrap();
-        assert_eq!(
-            pending,
-            vec![IndexedPack {
-                pack,
-                entries: entries.clone()
-            }]
-        );
-        cat.add_index_object("idx1", &pending).unwrap();
-        assert!(cat.pending_packs().unwrap().is_empty());
-        assert_eq!(cat.index_objects().unwrap(), vec!["idx1".to_string()]);
-        // Reopening finds everything again: the catalog is durable.
-        drop(cat);
-        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let loc = cat.locate(&entries[0].id).unwrap().unwrap();
-        assert_eq!((loc.pack, loc.offset, loc.length), (pack, 0, 10));
-        cat.reset_index().unwrap();
-        assert_eq!(cat.chunk_count().unwrap(), 0);
-    }
-
-    #[test]
-    fn every_copy_of_a_chunk_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let (here, there) = (ChunkId::random(), ChunkId::random());
-        let e = entry(0);
-        cat.add_pending_pack(&here, std::slice::from_ref(&e))
-            .unwrap();
-        cat.add_index_object(
-            "idx",
-            &[IndexedPack {
-                pack: there,
-                entries: vec![e.clone()],
-            }],
-        )
-        .unwrap();
-        let packs: Vec<(ChunkId, bool)> = cat
-            .locations(&e.id)
-            .unwrap()
-            .iter()
-            .map(|l| (l.pack, l.indexed))
-            .collect();
-        assert_eq!(packs, vec![(there, true), (here, false)]);
-        // Lookups prefer the copy every host can find.
-        assert_eq!(cat.locate(&e.id).unwrap().unwrap().pack, there);
-        assert_eq!(cat.chunk_count().unwrap(), 1);
-        // Forgetting one damaged copy leaves the other.
-        cat.forget_chunks(&[(e.id, there)]).unwrap();
-        assert_eq!(cat.locate(&e.id).unwrap().unwrap().pack, here);
-    }
-
-    #[test]
-    fn a_version_1_catalog_is_migrated_with_its_pending_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let (pack, e) = (ChunkId::random(), entry(0));
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE chunks (id BLOB PRIMARY KEY, pack BLOB NOT NULL,
-                     offset INTEGER NOT NULL, length INTEGER NOT NULL,
-                     raw_len INTEGER NOT NULL, indexed INTEGER NOT NULL) WITHOUT ROWID;
-                 CREATE INDEX chunks_by_pack_v2 ON chunks(pack, offset, id, length, raw_len, indexed);",
-            )
-            .unwrap();
-            old.execute(
-                "INSERT INTO chunks VALUES (?1, ?2, 0, 10, 20, 0)",
-                [&e.id.0[..], &pack.0[..]],
-            )
-            .unwrap();
-        }
-        let cat = Catalog::open(&path).unwrap();
-        assert_eq!(cat.pending_packs().unwrap()[0].pack, pack);
-        let other = ChunkId::random();
-        cat.add_index_object(
-            "idx",
-            &[IndexedPack {
-                pack: other,
-                entries: vec![e.clone()],
-            }],
-        )
-        .unwrap();
-        assert_eq!(cat.locations(&e.id).unwrap().len(), 2);
-        drop(cat);
-        // Opening again changes nothing.
-        let cat = Catalog::open(&path).unwrap();
-        assert_eq!(cat.locations(&e.id).unwrap().len(), 2);
-    }
-}
+mod tests;
