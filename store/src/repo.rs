@@ -289,16 +289,16 @@ impl Repository {
             // is abandoned (and withdrawn, should it land after all).
             Some(deadline) => {
                 let left = deadline.saturating_sub(crate::gc::unix_now());
-                if tokio::time::timeout(Duration::from_secs(left), upload)
-                    .await
-                    .is_err()
-                {
-                    self.withdraw(&key).await;
-                    return Err(StoreError::GcConflict {
-                        detail: "the snapshot upload did not finish before the deadline of \
-                                 a prune that is collecting data it reuses"
-                            .into(),
-                    });
+                match tokio::time::timeout(Duration::from_secs(left), upload).await {
+                    Ok(uploaded) => uploaded?,
+                    Err(_) => {
+                        self.withdraw(&key).await;
+                        return Err(StoreError::GcConflict {
+                            detail: "the snapshot upload did not finish before the \
+                                     deadline of a prune that is collecting data it reuses"
+                                .into(),
+                        });
+                    }
                 }
             }
             None => upload.await?,

@@ -80,6 +80,8 @@ async fn stale_reuse_commits_before_the_deadline_and_is_refused_after() {
         late.backend().list("snapshots/").await.unwrap().len(),
         before
     );
+    // The refused host forgot y's pack, so its rerun uploads y instead of failing again.
+    assert!(late.catalog().locate(&y).unwrap().is_none());
 
     // The sweep keeps x's pack (an index lists it again) and deletes y's.
     let sweep = prune(&gc, &grace(2), &noop).await.unwrap();
@@ -181,7 +183,7 @@ async fn a_condemned_pack_object_lock_keeps_stays_indexed() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // The prune host's store refuses to delete packs, as Object Lock would.
-    let locked = Arc::new(TestBackend::new(dir.path()).locked_packs());
+    let locked = Arc::new(TestBackend::new(dir.path()).locked("data/"));
     let gc = open_repository(locked, "pw", &dir.path().join("gc"))
         .await
         .unwrap();
@@ -205,4 +207,76 @@ async fn a_condemned_pack_object_lock_keeps_stays_indexed() {
     let fresh = host(dir.path(), "fresh").await;
     let loc = fresh.catalog().locate(&x).unwrap();
     assert!(loc.is_some_and(|l| l.indexed), "x is indexed: {loc:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_upload_of_a_snapshot_reusing_condemned_data_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(dir.path()).await;
+    let (x, first) = back_up_chunk(&a, "vm1", b"chunk x").await;
+    a.forget_snapshot(&first).await.unwrap();
+    let failing = Arc::new(TestBackend::new(dir.path()).failing_manifests());
+    let stale = open_repository(failing, "pw", &dir.path().join("stale"))
+        .await
+        .unwrap();
+    stale.sync_catalog().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let gc = host(dir.path(), "gc").await;
+    let mark = prune(&gc, &grace(4), &|_: &str| {}).await.unwrap();
+    assert_eq!(mark.mark.condemned_packs, 1, "{mark:?}");
+
+    // The commit borrows x's condemned pack (so its upload has a deadline) and the
+    // upload fails: that is a failed backup, not a snapshot.
+    let failed = stale
+        .commit_snapshot(&manifest("vm1", &[(x, 7)]))
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("injected failure"), "{failed}");
+    assert!(stale.catalog().snapshots().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pack_deleted_by_an_interrupted_sweep_is_recorded_as_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(dir.path()).await;
+    let (x, first) = back_up_chunk(&a, "vm1", b"chunk x").await;
+    a.forget_snapshot(&first).await.unwrap();
+    let stale = host(dir.path(), "stale").await;
+    let pack = stale.catalog().locate(&x).unwrap().unwrap().pack;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // Object Lock keeps the old index objects, which still list the condemned pack.
+    let locked_index = || Arc::new(TestBackend::new(dir.path()).locked("index/"));
+    let gc = open_repository(locked_index(), "pw", &dir.path().join("gc"))
+        .await
+        .unwrap();
+    let noop = |_: &str| {};
+    let mark = prune(&gc, &grace(2), &noop).await.unwrap();
+    assert_eq!(mark.mark.condemned_packs, 1, "{mark:?}");
+    // A sweep deleted the pack and died before writing its completion record.
+    let key = lifeboat_store::format::pack_key(&pack);
+    gc.backend().delete(&key).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // The next prune runs on a host whose new catalog read the old index objects.
+    let other = open_repository(locked_index(), "pw", &dir.path().join("other"))
+        .await
+        .unwrap();
+    let sweep = prune(&other, &grace(2), &noop).await.unwrap();
+    assert_eq!(
+        (sweep.sweep.plans_swept, sweep.sweep.kept_indexed),
+        (1, 0),
+        "{sweep:?}"
+    );
+    // The record says the pack is gone: nobody may rely on it any more.
+    let refused = stale
+        .commit_snapshot(&manifest("vm1", &[(x, 7)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::GcConflict { .. }),
+        "{refused}"
+    );
+    let fresh = host(dir.path(), "fresh").await;
+    assert!(fresh.catalog().locate(&x).unwrap().is_none());
 }

@@ -24,7 +24,7 @@ use crate::format::index::IndexedPack;
 use crate::format::pack::PackEntry;
 
 /// Bumped when a table changes shape; [`migrate`] brings older catalogs forward.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// One row per stored copy of a chunk: hosts that back up the same new data at the
 /// same time each upload it, so a chunk can live in several packs, and every copy
@@ -446,19 +446,22 @@ fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
     if version >= SCHEMA_VERSION || !has_chunks {
         return Ok(());
     }
-    // Version 1 kept one row per chunk id (PRIMARY KEY (id)).
-    tx.execute_batch(
-        "DROP INDEX IF EXISTS chunks_by_pack_v2; ALTER TABLE chunks RENAME TO chunks_v1;",
-    )?;
-    tx.execute_batch(CHUNKS_TABLE)?;
-    // Only pending rows survive. The old indexed rows are incomplete (the second copy
-    // of a chunk was overwritten by the first), so every index object is read afresh.
-    tx.execute_batch(
-        "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed)
-             SELECT id, pack, offset, length, raw_len, indexed FROM chunks_v1 WHERE indexed = 0;
-         DROP TABLE chunks_v1;
-         DROP TABLE IF EXISTS index_objects;",
-    )?;
+    if version < 2 {
+        // Version 1 kept one row per chunk id (PRIMARY KEY (id)).
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS chunks_by_pack_v2; ALTER TABLE chunks RENAME TO chunks_v1;",
+        )?;
+        tx.execute_batch(CHUNKS_TABLE)?;
+        tx.execute_batch(
+            "INSERT INTO chunks (id, pack, offset, length, raw_len, indexed)
+                 SELECT id, pack, offset, length, raw_len, indexed FROM chunks_v1;
+             DROP TABLE chunks_v1;",
+        )?;
+    }
+    // Only pending rows survive. Indexed rows written before version 3 can be
+    // incomplete (a chunk's second copy was overwritten by the first; version 2 kept
+    // such rows when it migrated), so every index object is read afresh.
+    tx.execute_batch("DELETE FROM chunks WHERE indexed = 1; DROP TABLE IF EXISTS index_objects;")?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }

@@ -180,22 +180,33 @@ impl Copies {
 }
 
 impl Copies {
-    /// Packs to list in an index again so every chunk has a findable copy: for each
-    /// chunk whose usable copies are all in condemned packs, one of those packs.
-    fn borrowed(&self, states: &PackStates) -> Vec<ChunkId> {
+    /// Packs to list in an index again so every chunk has a findable copy (for each
+    /// chunk whose usable copies are all in condemned packs, one of those packs), and
+    /// the earliest commit deadline among them: the manifest must land before it.
+    fn borrowed(&self, states: &PackStates) -> (Vec<ChunkId>, Option<u64>) {
+        let usable = |p: &u32| !states.unsafe_packs.contains_key(p);
         let mut chosen: HashSet<u32> = HashSet::new();
         for w in self.start.windows(2) {
             let copies = &self.of[w[0] as usize..w[1] as usize];
-            let free =
-                |p: &u32| !states.unsafe_packs.contains_key(p) && !states.pending.contains(p);
+            let free = |p: &u32| usable(p) && !states.pending.contains_key(p);
             if copies.iter().any(|p| free(p) || chosen.contains(p)) {
                 continue;
             }
-            if let Some(p) = copies.iter().find(|p| states.pending.contains(*p)) {
+            if let Some(p) = copies
+                .iter()
+                .find(|p| usable(p) && states.pending.contains_key(*p))
+            {
                 chosen.insert(*p);
             }
         }
-        chosen.into_iter().map(|p| self.packs[p as usize]).collect()
+        let deadline = chosen.iter().map(|p| states.pending[p]).min();
+        let packs = chosen.into_iter().map(|p| self.packs[p as usize]).collect();
+        (packs, deadline)
+    }
+
+    /// Packs among `bad` (index into `packs`).
+    fn named(&self, bad: &HashMap<u32, String>) -> Vec<ChunkId> {
+        bad.keys().map(|p| self.packs[*p as usize]).collect()
     }
 }
 
@@ -203,9 +214,11 @@ impl Copies {
 pub(crate) struct CommitGuard {
     /// `None` while no prune plan exists anywhere (the common case: nothing gathered).
     copies: Option<Copies>,
-    /// The earliest commit deadline of a plan condemning a pack this snapshot uses:
+    /// The earliest commit deadline of a plan condemning a pack this snapshot borrows:
     /// the manifest must be in the bucket before it (unix seconds).
     must_land_by: Option<u64>,
+    /// Condemned packs already listed in an index again for this commit.
+    reindexed: HashSet<ChunkId>,
 }
 
 impl CommitGuard {
@@ -226,13 +239,15 @@ pub(crate) async fn before_commit(
         return Ok(CommitGuard {
             copies: None,
             must_land_by: None,
+            reindexed: HashSet::new(),
         });
     }
     let copies = gather(repo, manifest).await?;
-    let (copies, must_land_by) = check(repo, copies, listed, unix_now()).await?;
+    let checked = check(repo, copies, listed, unix_now(), &HashSet::new()).await?;
     Ok(CommitGuard {
-        copies: Some(copies),
-        must_land_by,
+        copies: Some(checked.copies),
+        must_land_by: checked.must_land_by,
+        reindexed: checked.reindexed,
     })
 }
 
@@ -254,7 +269,9 @@ pub(crate) async fn after_commit(
         // still knows where the backup found its data.
         None => gather(repo, manifest).await?,
     };
-    check(repo, copies, listed, written_at).await.map(drop)
+    check(repo, copies, listed, written_at, &guard.reindexed)
+        .await
+        .map(drop)
 }
 
 async fn gather(repo: &Repository, manifest: &Manifest) -> StoreResult<Copies> {
@@ -270,25 +287,43 @@ async fn gather(repo: &Repository, manifest: &Manifest) -> StoreResult<Copies> {
     repo.with_catalog(move |c| Copies::gather(c, &ids)).await
 }
 
-/// Syncs the listed plans and refuses if some chunk is safe in no pack at `now`;
-/// otherwise also says by when the manifest must be in the bucket.
+struct Checked {
+    copies: Copies,
+    must_land_by: Option<u64>,
+    reindexed: HashSet<ChunkId>,
+}
+
+/// Syncs the listed plans and refuses if some chunk is safe in no pack at `now`.
+/// Otherwise lists the condemned packs the commit borrows in an index again (except
+/// those in `done`) and says by when the manifest must be in the bucket.
 async fn check(
     repo: &Repository,
     copies: Copies,
     listed: Vec<GcKey>,
     now: u64,
-) -> StoreResult<(Copies, Option<u64>)> {
+    done: &HashSet<ChunkId>,
+) -> StoreResult<Checked> {
     sync_listed_plans(repo, listed).await?;
-    let (copies, deadline, borrowed) = repo
+    let (copies, borrowed, must_land_by) = repo
         .with_catalog(move |c| {
             let states = pack_states(c, &copies.packs, now)?;
-            copies.refuse_unsafe(&states.unsafe_packs)?;
-            let borrowed = copies.borrowed(&states);
-            Ok((copies, states.earliest_deadline, borrowed))
+            if let Err(refused) = copies.refuse_unsafe(&states.unsafe_packs) {
+                // Forgotten, so the rerun uploads the data afresh instead of being
+                // refused again (an index object may still list these packs).
+                c.forget_packs(&copies.named(&states.unsafe_packs))?;
+                return Err(refused);
+            }
+            let (borrowed, must_land_by) = copies.borrowed(&states);
+            Ok((copies, borrowed, must_land_by))
         })
         .await?;
-    reindex(repo, borrowed).await?;
-    Ok((copies, deadline))
+    let reindexed: HashSet<ChunkId> = borrowed.into_iter().collect();
+    reindex(repo, reindexed.difference(done).copied().collect()).await?;
+    Ok(Checked {
+        copies,
+        must_land_by,
+        reindexed,
+    })
 }
 
 fn known(c: &Catalog) -> StoreResult<(HashSet<String>, HashSet<String>)> {
@@ -386,12 +421,9 @@ async fn reindex(repo: &Repository, packs: Vec<ChunkId>) -> StoreResult<()> {
 struct PackStates {
     /// Index into `packs` → the plan condemning it: a commit must not rely on these.
     unsafe_packs: HashMap<u32, String>,
-    /// Condemned by a plan whose commit deadline is still ahead: usable, but only if
-    /// listed in an index again (see [`reindex`]).
-    pending: HashSet<u32>,
-    /// The earliest commit deadline among plans that condemn a used pack but still
-    /// allow relying on it.
-    earliest_deadline: Option<u64>,
+    /// Condemned by a plan whose commit deadline is still ahead (index → the earliest
+    /// such deadline): usable, and listed in an index again (see [`reindex`]).
+    pending: HashMap<u32, u64>,
 }
 
 fn pack_states(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<PackStates> {
@@ -402,8 +434,7 @@ fn pack_states(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<PackStat
         )?;
         let mut states = PackStates {
             unsafe_packs: HashMap::new(),
-            pending: HashSet::new(),
-            earliest_deadline: None,
+            pending: HashMap::new(),
         };
         for (i, pack) in packs.iter().enumerate() {
             let rows = stmt.query_map([&pack.0[..]], |r| {
@@ -422,8 +453,7 @@ fn pack_states(c: &Catalog, packs: &[ChunkId], now: u64) -> StoreResult<PackStat
                         states.unsafe_packs.insert(i as u32, plan);
                     }
                 } else if now < deadline {
-                    states.pending.insert(i as u32);
-                    let earliest = states.earliest_deadline.get_or_insert(deadline);
+                    let earliest = states.pending.entry(i as u32).or_insert(deadline);
                     *earliest = (*earliest).min(deadline);
                 } else {
                     states.unsafe_packs.insert(i as u32, plan);

@@ -2,6 +2,8 @@
 //! came to need them after all.
 //!
 //! For each condemned pack, in this order:
+//! 0. it is not in the bucket any more (an earlier sweep deleted it but stopped before
+//!    writing its record): recorded as deleted;
 //! 1. an index object lists it again (a backup that had its chunks pending indexed
 //!    them): keep;
 //! 2. a snapshot references one of its chunks and no other copy is indexed: keep and
@@ -81,7 +83,21 @@ async fn sweep_plan(
 ) -> StoreResult<()> {
     let mut resurrect = Vec::new();
     let mut delete = Vec::new();
+    // Deleted before (a sweep that stopped before writing its record): recorded as
+    // deleted, whatever an old index object still says about them.
+    let mut gone = Vec::new();
     for p in condemned {
+        let pack = p.pack;
+        if work.run(move |w| w.pack_size(&pack)).await?.is_none()
+            && repo
+                .backend()
+                .size(&format::pack_key(&pack))
+                .await?
+                .is_none()
+        {
+            gone.push(pack);
+            continue;
+        }
         let (indexed, needed) = work
             .run({
                 let p = p.clone();
@@ -112,7 +128,7 @@ async fn sweep_plan(
         return Ok(());
     }
     reindex(repo, resurrect).await?;
-    let mut deleted = Vec::new();
+    let mut deleted = gone;
     let mut locked = Vec::new();
     for p in delete {
         lease.keep(repo).await?;

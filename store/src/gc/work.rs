@@ -179,12 +179,16 @@ impl WorkSet {
         })
     }
 
-    /// Packs in the bucket that no catalog entry (indexed or pending) mentions.
+    /// Packs in the bucket that no catalog entry (indexed or pending) mentions and no
+    /// unswept plan condemns already (its sweep decides about them).
     pub fn orphans(&self) -> StoreResult<Vec<Orphan>> {
         self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT p.pack, p.size, p.mtime FROM temp.packs p
-                 WHERE NOT EXISTS (SELECT 1 FROM main.chunks c WHERE c.pack = p.pack)",
+                 WHERE NOT EXISTS (SELECT 1 FROM main.chunks c WHERE c.pack = p.pack)
+                   AND NOT EXISTS (SELECT 1 FROM main.gc_condemned g
+                                   JOIN main.gc_plans pl ON pl.key = g.plan
+                                   WHERE g.pack = p.pack AND pl.done = 0)",
             )?;
             stmt.query_map([], |r| {
                 Ok(Orphan {

@@ -92,7 +92,9 @@ pub async fn store_pack(repo: &Repository, chunks: &[&[u8]]) -> ChunkId {
 pub struct TestBackend {
     inner: LocalBackend,
     manifest_delay: Duration,
-    locked_packs: bool,
+    failing_manifests: bool,
+    /// Key prefixes whose objects cannot be deleted, as under Object Lock.
+    locked: Vec<&'static str>,
 }
 
 impl TestBackend {
@@ -100,7 +102,8 @@ impl TestBackend {
         Self {
             inner: LocalBackend::new(root.join("repo")),
             manifest_delay: Duration::ZERO,
-            locked_packs: false,
+            failing_manifests: false,
+            locked: Vec::new(),
         }
     }
 
@@ -111,11 +114,17 @@ impl TestBackend {
         }
     }
 
-    pub fn locked_packs(self) -> Self {
+    pub fn failing_manifests(self) -> Self {
         Self {
-            locked_packs: true,
+            failing_manifests: true,
             ..self
         }
+    }
+
+    /// Objects under `prefix` (`data/`, `index/`) cannot be deleted.
+    pub fn locked(mut self, prefix: &'static str) -> Self {
+        self.locked.push(prefix);
+        self
     }
 }
 
@@ -136,6 +145,13 @@ impl Backend for TestBackend {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> BackendResult<()> {
         if key.starts_with("snapshots/") {
             tokio::time::sleep(self.manifest_delay).await;
+            if self.failing_manifests {
+                return Err(BackendError::Io {
+                    what: format!("uploading {key}"),
+                    detail: "injected failure".into(),
+                    retryable: true,
+                });
+            }
         }
         self.inner.put_if_absent(key, data).await
     }
@@ -152,7 +168,7 @@ impl Backend for TestBackend {
         self.inner.list(prefix).await
     }
     async fn delete(&self, key: &str) -> BackendResult<()> {
-        if self.locked_packs && key.starts_with("data/") {
+        if self.locked.iter().any(|p| key.starts_with(p)) {
             return Err(BackendError::Locked {
                 key: key.to_string(),
                 until: "2099-01-01T00:00:00Z".into(),
