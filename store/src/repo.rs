@@ -295,7 +295,8 @@ impl Repository {
                         self.withdraw(&key).await;
                         return Err(StoreError::GcConflict {
                             detail: "the snapshot upload did not finish before the \
-                                     deadline of a prune that is collecting data it reuses"
+                                     deadline of a prune: data it reuses is being \
+                                     garbage-collected"
                                 .into(),
                         });
                     }

@@ -144,7 +144,7 @@ impl Copies {
             return Err(StoreError::GcConflict {
                 detail: format!(
                     "{missing} chunk(s) this backup reused are in no index any more (a prune \
-                     on this host condemned them while the backup ran)"
+                     condemned them while the backup ran: they are being garbage-collected)"
                 ),
             });
         }
