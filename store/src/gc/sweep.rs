@@ -72,6 +72,13 @@ pub(super) async fn sweep(
     Ok(())
 }
 
+/// What the sweep makes of one condemned pack (see the module docs for the order).
+enum Verdict {
+    Indexed,
+    Needed,
+    Garbage,
+}
+
 async fn sweep_plan(
     repo: &Repository,
     work: &WorkSet,
@@ -87,39 +94,38 @@ async fn sweep_plan(
     // deleted, whatever an old index object still says about them.
     let mut gone = Vec::new();
     for p in condemned {
-        let pack = p.pack;
-        if work.run(move |w| w.pack_size(&pack)).await?.is_none()
-            && repo
-                .backend()
-                .size(&format::pack_key(&pack))
-                .await?
-                .is_none()
-        {
-            gone.push(pack);
-            continue;
-        }
-        let (indexed, needed) = work
+        let (listed, verdict) = work
             .run({
                 let p = p.clone();
                 move |w| {
+                    let listed = w.pack_size(&p.pack)?.is_some();
                     if w.pack_indexed(&p.pack)? {
-                        return Ok((true, false));
+                        return Ok((listed, Verdict::Indexed));
                     }
                     for e in &p.entries {
                         if w.is_live(&e.id)? && !w.chunk_located(&e.id)? {
-                            return Ok((false, true));
+                            return Ok((listed, Verdict::Needed));
                         }
                     }
-                    Ok((false, false))
+                    Ok((listed, Verdict::Garbage))
                 }
             })
             .await?;
-        if indexed {
-            report.kept_indexed += 1;
-        } else if needed {
-            resurrect.push(p);
-        } else {
-            delete.push(p);
+        // Asked once more before calling it gone: the listing is a moment old.
+        if !listed
+            && repo
+                .backend()
+                .size(&format::pack_key(&p.pack))
+                .await?
+                .is_none()
+        {
+            gone.push(p.pack);
+            continue;
+        }
+        match verdict {
+            Verdict::Indexed => report.kept_indexed += 1,
+            Verdict::Needed => resurrect.push(p),
+            Verdict::Garbage => delete.push(p),
         }
     }
     report.resurrected += resurrect.len() as u64;
