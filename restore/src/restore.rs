@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use lifeboat_store::format::blob::open_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest};
-use lifeboat_store::{Progress, Repository, SnapshotSummary, format};
+use lifeboat_store::read_plan::FetchRange;
+use lifeboat_store::{
+    ChunkReader, FetchedRange, Progress, ReadFailure, ReadPlan, Repository, SnapshotSummary,
+};
 use serde::Serialize;
 
-use crate::RestoreError;
-use crate::plan::{FetchRange, plan};
+use crate::error::RestoreError;
 
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
@@ -127,10 +128,10 @@ pub async fn restore_snapshot(
         offset,
         detail,
     };
-    let plan = plan(&repo, &manifest).await?;
+    let plan = ReadPlan::for_manifest(&repo, &manifest).await?;
     if let Some(first) = plan.unlocated.first() {
         return Err(damaged(
-            first.disk_offset,
+            first.offset,
             format!(
                 "{} chunk(s) are in no index (first: {:?}); if packs survive, `lifeboat repair index` may recover them",
                 plan.unlocated.len(),
@@ -143,7 +144,7 @@ pub async fn restore_snapshot(
     let result = write_all(
         &repo,
         &manifest,
-        &plan.ranges,
+        plan.ranges,
         &target,
         &progress,
         req.concurrency,
@@ -185,38 +186,22 @@ pub async fn restore_snapshot(
     })
 }
 
-/// Why one range could not be restored.
-enum RangeError {
-    /// Storage failed (network, throttling): the data may be fine; retrying may help.
-    Storage(lifeboat_store::BackendError),
-    /// The data is missing or fails verification at this disk offset.
-    Damaged(u64, String),
-    /// Writing the target failed.
-    Target(std::io::Error),
-}
-
 /// Fetches every range, verifies its chunks and writes them; returns
 /// `(bytes written, bytes fetched)`. Fetch, decrypt and write of one range form one
-/// task, so `concurrency` ranges are in flight through every stage at once.
+/// unit of the shared [`ChunkReader`], so `concurrency` ranges are in flight at once.
 async fn write_all(
     repo: &Arc<Repository>,
     manifest: &Manifest,
-    ranges: &[FetchRange],
+    ranges: Vec<FetchRange>,
     target: &Arc<Target>,
     progress: &Arc<Progress>,
     concurrency: usize,
     damaged: &(dyn Fn(u64, String) -> RestoreError + Sync),
 ) -> Result<(u64, u64), RestoreError> {
-    // Fetches overlap freely; decoding is CPU work, so more at once than there are
-    // cores only holds more decrypted chunks in memory.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let decode_slots = Arc::new(tokio::sync::Semaphore::new(cores));
-    let mut stream = futures::stream::iter(ranges.iter().cloned().map(|range| {
-        let (repo, target, progress) = (repo.clone(), target.clone(), progress.clone());
-        let decode_slots = decode_slots.clone();
-        async move { restore_range(repo, range, target, progress, decode_slots).await }
-    }))
-    .buffer_unordered(concurrency.max(1));
+    let (writer_target, writer_progress) = (target.clone(), progress.clone());
+    let mut stream = ChunkReader::new(repo.clone(), concurrency).read(ranges, move |fetched| {
+        write_range(&fetched, &writer_target, &writer_progress)
+    });
     let (mut written, mut fetched_total) = (0u64, 0u64);
     while let Some(outcome) = stream.next().await {
         match outcome {
@@ -224,9 +209,9 @@ async fn write_all(
                 written += w;
                 fetched_total += f;
             }
-            Err(RangeError::Storage(e)) => return Err(RestoreError::Store(e.into())),
-            Err(RangeError::Damaged(offset, detail)) => return Err(damaged(offset, detail)),
-            Err(RangeError::Target(e)) => return Err(target_err(&target.written_path, e)),
+            Err(ReadFailure::Storage(e)) => return Err(RestoreError::Store(e.into())),
+            Err(ReadFailure::Damaged(d)) => return Err(damaged(d.offset, d.detail)),
+            Err(ReadFailure::Consumer(e)) => return Err(target_err(&target.written_path, e)),
         }
     }
     if target.is_device {
@@ -242,66 +227,23 @@ async fn write_all(
     Ok((written, fetched_total))
 }
 
-/// Restores one range: ranged GET, then verify and write each chunk off the async threads.
-async fn restore_range(
-    repo: Arc<Repository>,
-    range: FetchRange,
-    target: Arc<Target>,
-    progress: Arc<Progress>,
-    decode_slots: Arc<tokio::sync::Semaphore>,
-) -> Result<(u64, u64), RangeError> {
-    let key = format::pack_key(&range.pack);
-    let first_offset = range
-        .needs
-        .iter()
-        .flat_map(|n| n.disk_offsets.first())
-        .copied()
-        .min()
-        .unwrap_or(0);
-    let bytes = match repo
-        .backend()
-        .get_range(&key, range.start, range.end - range.start)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => {
-            return Err(RangeError::Damaged(
-                first_offset,
-                format!("{key} is missing"),
-            ));
+/// Verifies and writes the chunks of one fetched range (on a blocking thread).
+fn write_range(
+    fetched: &FetchedRange,
+    target: &Target,
+    progress: &Progress,
+) -> Result<(u64, u64), ReadFailure<std::io::Error>> {
+    let mut written = 0;
+    let mut out = CoalescedWriter::new(&target.file, progress);
+    for need in &fetched.range.needs {
+        let data = fetched.open(need)?;
+        for &off in &need.offsets {
+            out.write_at(&data, off).map_err(ReadFailure::Consumer)?;
+            written += data.len() as u64;
         }
-        Err(e) => return Err(RangeError::Storage(e)),
-    };
-    let fetched = bytes.len() as u64;
-    let _decoding = decode_slots
-        .acquire_owned()
-        .await
-        .expect("semaphore is never closed");
-    tokio::task::spawn_blocking(move || {
-        let mut written = 0;
-        let mut out = CoalescedWriter::new(&target.file, &progress);
-        for need in &range.needs {
-            let at = (need.blob_offset - range.start) as usize;
-            let Some(blob) = bytes.get(at..at + need.blob_len as usize) else {
-                let detail = format!("{key} is truncated (chunk {:?} missing)", need.id);
-                return Err(RangeError::Damaged(need.disk_offsets[0], detail));
-            };
-            let data = open_chunk(repo.keys(), &need.id, blob).map_err(|e| {
-                RangeError::Damaged(
-                    need.disk_offsets[0],
-                    format!("chunk {:?} in {key}: {e}", need.id),
-                )
-            })?;
-            for &off in &need.disk_offsets {
-                out.write_at(&data, off).map_err(RangeError::Target)?;
-                written += data.len() as u64;
-            }
-        }
-        out.flush().map_err(RangeError::Target)?;
-        Ok((written, fetched))
-    })
-    .await
-    .expect("restore writer panicked")
+    }
+    out.flush().map_err(ReadFailure::Consumer)?;
+    Ok((written, fetched.fetched_len()))
 }
 
 /// Joins chunks that land next to each other on the disk into one `pwrite`: a pack's
