@@ -7,21 +7,15 @@ use std::time::Instant;
 
 use lifeboat_store::format::blob::ChunkSealer;
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
-use lifeboat_store::format::pack::PackBuilder;
 use lifeboat_store::repo::{hostname, now_rfc3339};
-use lifeboat_store::{ChunkId, Repository};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use lifeboat_store::{ChunkId, PackStats, PackWriter, Repository};
+use tokio::sync::mpsc;
 
+use crate::error::BackupError;
+use crate::piece::Piece;
 use crate::reader::{ReadState, Work, read_full, read_incremental};
-use crate::segmenter::Piece;
-use crate::{BackupError, BackupReport, BackupRequest, Progress, ReadMode};
-
-/// Write an index object at least this often during a long backup, so one killed
-/// after hours of uploading has its packs found by other hosts too (this host's
-/// catalog has them anyway). By time, not pack count: a short backup then writes a
-/// single index object, keeping requests per GiB low.
-const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+use crate::request::{BackupReport, BackupRequest, ReadMode};
+use lifeboat_store::Progress;
 
 /// One batch of work after the worker stage.
 struct Processed {
@@ -39,6 +33,17 @@ struct Counters {
     zero_bytes: u64,
 }
 
+impl Counters {
+    fn count(&mut self, extents: &[Extent]) {
+        for e in extents {
+            match e {
+                Extent::Zero { len } => self.zero_bytes += len,
+                Extent::Chunk { .. } => self.chunks += 1,
+            }
+        }
+    }
+}
+
 pub async fn run_backup(
     repo: Arc<Repository>,
     req: BackupRequest,
@@ -46,22 +51,72 @@ pub async fn run_backup(
 ) -> Result<BackupReport, BackupError> {
     if req.vm.trim().is_empty() || req.disk.trim().is_empty() {
         return Err(BackupError::Invalid(
-            "--vm and the disk name must not be empty".into(),
+            "the VM name and the disk name must not be empty".into(),
         ));
     }
     let started = Instant::now();
     let time = now_rfc3339();
     let disk_size = req.source.size();
     progress.set_total(disk_size);
-    let workers = req.workers.max(1);
-
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Vec<Work>)>(workers * 2);
-    let (result_tx, mut result_rx) = mpsc::channel::<Result<Processed, BackupError>>(workers * 2);
     let state = Arc::new(ReadState {
         stop: AtomicBool::new(false),
         bytes_read: AtomicU64::new(0),
-        progress: progress.clone(),
+        progress,
     });
+    let (extents, counters, stats) = read_and_store(&repo, &req, &state).await?;
+    tracing::debug!(
+        elapsed = ?started.elapsed(),
+        extents = extents.len(),
+        packs = stats.packs,
+        "read, sealed and uploaded; committing"
+    );
+    let manifest = Manifest {
+        meta: snapshot_meta(&req, disk_size, time),
+        extents,
+    };
+    let snapshot = repo.commit_snapshot(&manifest).await?;
+    Ok(BackupReport {
+        snapshot,
+        disk_size,
+        mode: req.mode.name().to_string(),
+        mode_reason: req.mode.reason().to_string(),
+        bytes_dirty: req.mode.dirty_bytes(),
+        bytes_read: state.bytes_read.load(Ordering::Relaxed),
+        zero_bytes: counters.zero_bytes,
+        chunks: counters.chunks,
+        new_chunks: counters.new_chunks,
+        new_bytes: counters.new_bytes,
+        stored_bytes: stats.stored_bytes,
+        packs: stats.packs,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn snapshot_meta(req: &BackupRequest, size: u64, time: String) -> SnapshotMeta {
+    SnapshotMeta {
+        vm: req.vm.clone(),
+        disk: req.disk.clone(),
+        source: req.source.describe(),
+        size,
+        time,
+        host: hostname(),
+        tags: req.tags.clone(),
+        parent: req.mode.parent().map(str::to_string),
+        cbt_bitmap: req.cbt_bitmap.clone(),
+        lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Runs the reader, the workers and the collector until the whole disk is stored and
+/// indexed; returns the extents in disk order.
+async fn read_and_store(
+    repo: &Arc<Repository>,
+    req: &BackupRequest,
+    state: &Arc<ReadState>,
+) -> Result<Collected, BackupError> {
+    let workers = req.workers.max(1);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(u64, Vec<Work>)>(workers * 2);
+    let (result_tx, mut result_rx) = mpsc::channel::<Result<Processed, BackupError>>(workers * 2);
     let reader = {
         let (source, config, state) = (req.source.clone(), repo.config().clone(), state.clone());
         let mode = req.mode.clone();
@@ -86,52 +141,15 @@ pub async fn run_backup(
     }
     drop((work_rx, result_tx));
 
-    let collected = collect(&repo, &req, &mut result_rx).await;
+    let collected = collect(repo, req, &mut result_rx).await;
     if collected.is_err() {
         state.stop.store(true, Ordering::Relaxed);
     }
     drop(result_rx);
     let read_result = reader.await.expect("reader task panicked");
-    let (extents, counters, packs, stored_bytes) = collected?;
+    let collected = collected?;
     read_result?;
-    tracing::debug!(
-        elapsed = ?started.elapsed(),
-        extents = extents.len(),
-        packs,
-        "read, sealed and uploaded; committing"
-    );
-
-    let manifest = Manifest {
-        meta: SnapshotMeta {
-            vm: req.vm.clone(),
-            disk: req.disk.clone(),
-            source: req.source.describe(),
-            size: disk_size,
-            time,
-            host: hostname(),
-            tags: req.tags.clone(),
-            parent: req.mode.parent().map(str::to_string),
-            cbt_bitmap: req.cbt_bitmap.clone(),
-            lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        extents,
-    };
-    let snapshot = repo.commit_snapshot(&manifest).await?;
-    Ok(BackupReport {
-        snapshot,
-        disk_size,
-        mode: req.mode.name().to_string(),
-        mode_reason: req.mode.reason().to_string(),
-        bytes_dirty: req.mode.dirty_bytes(),
-        bytes_read: state.bytes_read.load(Ordering::Relaxed),
-        zero_bytes: counters.zero_bytes,
-        chunks: counters.chunks,
-        new_chunks: counters.new_chunks,
-        new_bytes: counters.new_bytes,
-        stored_bytes,
-        packs,
-        duration_secs: started.elapsed().as_secs_f64(),
-    })
+    Ok(collected)
 }
 
 /// Worker stage: id, dedup decision, compression and encryption of new chunks.
@@ -193,97 +211,39 @@ fn process_chunks(
     }
 }
 
-type Collected = (Vec<Extent>, Counters, u64, u64);
+type Collected = (Vec<Extent>, Counters, PackStats);
 
-/// Collector stage: puts extents back in disk order, fills packs, runs uploads.
+/// Collector stage: puts extents back in disk order and hands new blobs to the
+/// repository's pack writer.
 async fn collect(
     repo: &Arc<Repository>,
     req: &BackupRequest,
     rx: &mut mpsc::Receiver<Result<Processed, BackupError>>,
 ) -> Result<Collected, BackupError> {
-    let pack_size = repo.config().pack_size as usize;
-    let uploads_allowed = Arc::new(Semaphore::new(req.upload_concurrency.max(1)));
-    let mut uploads: JoinSet<Result<u64, BackupError>> = JoinSet::new();
-    let last_index = Arc::new(Mutex::new(Instant::now()));
-    // Room for the blob that crosses the size target, so a pack never reallocates.
-    let pack_capacity = pack_size + repo.config().chunker.max as usize + 64 * 1024;
-    let mut pack = PackBuilder::with_capacity(pack_capacity);
+    let mut writer = PackWriter::new(repo.clone(), req.upload_concurrency);
     let (mut extents, mut counters) = (Vec::new(), Counters::default());
     let mut out_of_order: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
-    let (mut next_seq, mut packs, mut stored_bytes) = (0u64, 0u64, 0u64);
-
-    let start_upload = |pack: PackBuilder, uploads: &mut JoinSet<_>, permit| {
-        let finished = pack.finish(repo.keys());
-        let (repo, last_index) = (repo.clone(), last_index.clone());
-        let size = finished.bytes.len() as u64;
-        uploads.spawn(async move {
-            let _permit = permit;
-            repo.upload_pack(finished).await?;
-            let due = {
-                let mut last = last_index.lock().expect("index timer poisoned");
-                let due = last.elapsed() >= INDEX_INTERVAL;
-                if due {
-                    *last = Instant::now();
-                }
-                due
-            };
-            if due {
-                repo.flush_index().await?;
-            }
-            Ok(size)
-        });
-    };
-
+    let mut next_seq = 0u64;
     while let Some(processed) = rx.recv().await {
         let p = processed?;
         for (id, blob, raw_len) in p.new_blobs {
             counters.new_chunks += 1;
             counters.new_bytes += u64::from(raw_len);
-            pack.add(id, &blob, raw_len);
-            if pack.len() >= pack_size {
-                let permit = uploads_allowed
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
-                let full = std::mem::replace(&mut pack, PackBuilder::with_capacity(pack_capacity));
-                start_upload(full, &mut uploads, permit);
-                packs += 1;
-            }
+            writer.add(id, &blob, raw_len).await?;
         }
         out_of_order.insert(p.seq, p.extents);
         while let Some(batch) = out_of_order.remove(&next_seq) {
-            for e in &batch {
-                match e {
-                    Extent::Zero { len } => counters.zero_bytes += len,
-                    Extent::Chunk { .. } => counters.chunks += 1,
-                }
-            }
+            counters.count(&batch);
             extents.extend(batch);
             next_seq += 1;
         }
-        while let Some(done) = uploads.try_join_next() {
-            stored_bytes += done.expect("upload task panicked")?;
-        }
     }
-    if !pack.is_empty() {
-        let permit = uploads_allowed
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore is never closed");
-        start_upload(pack, &mut uploads, permit);
-        packs += 1;
-    }
-    while let Some(done) = uploads.join_next().await {
-        stored_bytes += done.expect("upload task panicked")?;
-    }
-    repo.flush_index().await?;
+    let stats = writer.finish().await?;
     if !out_of_order.is_empty() {
         return Err(BackupError::Invalid(format!(
             "internal error: {} batches of work arrived out of sequence",
             out_of_order.len()
         )));
     }
-    Ok((extents, counters, packs, stored_bytes))
+    Ok((extents, counters, stats))
 }
