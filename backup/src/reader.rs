@@ -15,10 +15,11 @@ use lifeboat_store::format::config::RepoConfig;
 use lifeboat_store::format::manifest::Extent;
 use tokio::sync::mpsc;
 
-use crate::BackupError;
+use crate::error::BackupError;
 use crate::fixed::incremental::Plan;
 use crate::incremental::{ReadAt, Step, incremental_pieces};
-use crate::segmenter::{DiskSegmenter, Piece};
+use crate::piece::Piece;
+use crate::segmenter::DiskSegmenter;
 use crate::source::{DiskSource, RawSource};
 
 /// Bytes per read: large enough for sequential throughput, small enough for flat memory.

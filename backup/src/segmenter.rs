@@ -12,26 +12,11 @@ use fastcdc::v2020::FastCDC;
 use lifeboat_store::format::config::{ChunkerParams, RepoConfig};
 
 use crate::fixed::FixedSegmenter;
+use crate::piece::{BLOCK, Piece, is_zero};
 
-/// Granularity of zero detection.
-pub const BLOCK: usize = 4096;
 /// A region is cut into chunks once it holds this much beyond the maximum chunk size,
 /// which bounds the segmenter's memory to about `max + REGION_SLACK`.
 const REGION_SLACK: usize = 8 * 1024 * 1024;
-
-/// One piece of the disk, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    Chunk { offset: u64, data: Vec<u8> },
-    Zero { offset: u64, len: u64 },
-}
-
-pub fn is_zero(block: &[u8]) -> bool {
-    // OR-folding fixed 64-byte groups vectorises; `iter().all()` does not.
-    let mut groups = block.chunks_exact(64);
-    let all_groups_zero = groups.all(|g| g.iter().fold(0u8, |acc, &b| acc | b) == 0);
-    all_groups_zero && groups.remainder().iter().all(|&b| b == 0)
-}
 
 pub struct Segmenter<F: FnMut(Piece)> {
     chunker: ChunkerParams,
@@ -227,7 +212,7 @@ pub(crate) mod test_support {
     use lifeboat_store::crypto::ChunkId;
     use lifeboat_store::format::manifest::Extent;
 
-    use super::Piece;
+    use crate::piece::Piece;
 
     /// A piece as a manifest would record it (plain BLAKE3 stands in for the keyed id).
     pub(crate) fn described(piece: Piece) -> (u64, Extent) {

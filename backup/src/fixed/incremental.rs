@@ -19,7 +19,7 @@ use lifeboat_store::format::manifest::Extent;
 
 use crate::incremental::layout::normalize;
 use crate::incremental::{IncrementalStats, Step};
-use crate::segmenter::{Piece, is_zero};
+use crate::piece::{Piece, is_zero};
 
 /// What to read and how to walk the previous snapshot.
 #[derive(Debug)]

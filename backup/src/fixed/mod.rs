@@ -15,7 +15,7 @@
 
 pub mod incremental;
 
-use crate::segmenter::{Piece, is_zero};
+use crate::piece::{Piece, is_zero};
 
 pub struct FixedSegmenter<F: FnMut(Piece)> {
     cell_size: usize,

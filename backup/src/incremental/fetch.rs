@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::ReadAt;
 use super::layout::{B, Layout};
-use crate::segmenter::is_zero;
+use super::read_at::ReadAt;
+use crate::piece::is_zero;
 
 /// Largest read unit: big enough for few round trips to an NBD export, small enough
 /// not to read much past a resynchronisation point.

@@ -3,7 +3,7 @@
 use lifeboat_store::format::config::ChunkerParams;
 use lifeboat_store::format::manifest::Extent;
 
-use crate::segmenter::BLOCK;
+use crate::piece::BLOCK;
 
 /// [`BLOCK`] as a disk length.
 pub(super) const B: u64 = BLOCK as u64;

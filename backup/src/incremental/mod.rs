@@ -111,6 +111,7 @@
 
 mod fetch;
 pub(crate) mod layout;
+pub(crate) mod read_at;
 mod scanner;
 #[cfg(test)]
 mod tests;
@@ -121,17 +122,12 @@ use fastcdc::v2020::FastCDC;
 use lifeboat_store::format::config::ChunkerParams;
 use lifeboat_store::format::manifest::Extent;
 
-use crate::segmenter::{BLOCK, Piece, Segmenter};
+use crate::piece::{BLOCK, Piece};
+use crate::segmenter::Segmenter;
 use fetch::Fetcher;
 use layout::Layout;
+pub use read_at::ReadAt;
 use scanner::Scanner;
-
-/// Random-access reads of the *current* image (the lead implements it over a raw file
-/// or an NBD export).
-pub trait ReadAt: Sync {
-    /// Fills `buf` exactly (the image is at least `offset + buf.len()` long).
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-}
 
 /// One step of the new image's description, in disk order.
 #[derive(Debug, Clone, PartialEq, Eq)]
