@@ -70,12 +70,27 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show each configured VM's last good backup, its RPO state (OK / AT RISK /
     /// BREACHED), last error and next run, from the daemon's job history
-    #[command(after_long_help = crate::status::RPO_RULE_HELP)]
+    #[command(after_long_help = RPO_RULE_HELP)]
     Status(StatusArgs),
     /// Repair the repository (`repair index`: rebuild the index from the packs)
     #[command(subcommand)]
-    Repair(crate::repair::RepairCommand),
+    Repair(RepairCommand),
 }
+
+/// Shown by `lifeboat status --help`; README says the same.
+const RPO_RULE_HELP: &str = "\
+RPO states (per disk; a VM shows its worst disk). The age of a backup is measured from
+its start, the moment its data was read:
+  BREACHED  the last good backup is older than the group's rpo, or the disk was never
+            backed up and rpo has passed since the daemon first scheduled it
+  AT RISK   not breached, but: no good backup yet, or the latest attempt failed, or
+            the next scheduled run (taking as long as the last good one) would finish
+            after the rpo runs out, or nothing is scheduled
+  OK        otherwise
+Set rpo above the schedule interval plus the backup time (a nightly schedule needs
+e.g. rpo = \"26h\"), or every disk is AT RISK by design.
+Status reads the configuration and the daemon's job history (state.db) only: backups
+made by hand with `lifeboat backup` do not count.";
 
 /// Where the configuration file is (`--config`, LIFEBOAT_CONFIG).
 pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
@@ -319,6 +334,23 @@ pub struct ForgetArgs {
     /// Only list what would be kept and removed, and why; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild lost or damaged index objects from the packs' own headers (writes the
+    /// new index first, then deletes the old objects; safe beside a running backup)
+    Index(RepairIndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    /// Scan the packs and report what would be written and deleted; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Packs listed per new index object (bounds the memory the rebuild needs)
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub packs_per_index: u32,
 }
 
 #[derive(Debug, Subcommand)]

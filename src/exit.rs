@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use lifeboat_backup::BackupError;
+use lifeboat_backup::disk_backup::DiskBackupError;
 use lifeboat_backup::nbd::NbdError;
 use lifeboat_store::{BackendError, StoreError};
 
@@ -26,6 +27,8 @@ fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<BackupError>()
             .is_some_and(BackupError::is_retryable)
+            || e.downcast_ref::<DiskBackupError>()
+                .is_some_and(DiskBackupError::is_retryable)
             || e.downcast_ref::<StoreError>()
                 .is_some_and(StoreError::is_retryable)
             || e.downcast_ref::<BackendError>()

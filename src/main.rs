@@ -1,4 +1,4 @@
-//! The `lifeboat` command: parses arguments, opens the repository, runs one command.
+//! The `lifeboat` command: parses arguments, runs one command (`commands/`).
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 `verify` found damage, 75 a
 //! transient failure worth retrying (see `exit.rs`).
@@ -8,12 +8,9 @@ mod commands;
 mod config_file;
 mod daemon;
 mod exit;
-mod forget;
 mod output;
 mod password;
-mod prune;
-mod repair;
-mod status;
+mod repository;
 
 use std::process::ExitCode;
 

@@ -92,6 +92,30 @@ pub struct SnapshotRef {
     pub time: DateTime<Utc>,
 }
 
+/// Which snapshots a retention run looks at. With a protection group, only its VMs'
+/// snapshots: other groups may share the repository, and their snapshots follow their
+/// own group's rule, so a wrong filter here would forget what another rule keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only this VM's snapshots.
+    pub vm: Option<String>,
+    /// Only this disk's snapshots.
+    pub disk: Option<String>,
+    /// Only these VMs' snapshots (a group's).
+    pub vms: Option<Vec<String>>,
+}
+
+impl Scope {
+    pub fn contains(&self, vm: &str, disk: &str) -> bool {
+        self.vm.as_deref().is_none_or(|v| v == vm)
+            && self.disk.as_deref().is_none_or(|d| d == disk)
+            && self
+                .vms
+                .as_ref()
+                .is_none_or(|vms| vms.iter().any(|v| v == vm))
+    }
+}
+
 /// The verdict on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -243,4 +267,38 @@ fn apply_to_history(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_filters_by_vm_disk_and_group() {
+        let all = Scope::default();
+        assert!(all.contains("web", "root"));
+        let group = Scope {
+            vms: Some(vec!["web".into(), "db".into()]),
+            ..Scope::default()
+        };
+        assert!(group.contains("db", "data"));
+        assert!(!group.contains("mail", "root"), "another group's VM");
+        let narrow = Scope {
+            vm: Some("web".into()),
+            disk: Some("root".into()),
+            ..group
+        };
+        assert!(narrow.contains("web", "root"));
+        assert!(!narrow.contains("web", "data"));
+        assert!(!narrow.contains("db", "root"));
+        let outside = Scope {
+            vm: Some("mail".into()),
+            vms: Some(vec!["web".into()]),
+            ..Scope::default()
+        };
+        assert!(
+            !outside.contains("mail", "root"),
+            "--vm cannot leave the group"
+        );
+    }
 }

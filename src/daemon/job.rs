@@ -158,30 +158,12 @@ async fn run_once(spec: &Spec, stage: &mut watch::Receiver<Stage>) -> Attempt {
     let pid = child.id();
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let label = spec.label.clone();
     let out_task = tokio::spawn(async move {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf).await;
         buf
     });
-    // Child log lines go to the daemon's log (the journal); the tail is the error.
-    let err_task = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut tail = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!("{label}: {line}");
-            tail.push_str(&line);
-            tail.push('\n');
-            if tail.len() > 2 * ERROR_TAIL {
-                let cut = tail.len() - ERROR_TAIL;
-                let cut = (cut..tail.len())
-                    .find(|&i| tail.is_char_boundary(i))
-                    .unwrap_or(0);
-                tail.drain(..cut);
-            }
-        }
-        tail
-    });
+    let err_task = tokio::spawn(log_stderr(stderr, spec.label.clone()));
     let status = tokio::select! {
         s = child.wait() => s,
         () = reached(stage, |s| *s == Stage::Interrupting) => {
@@ -209,6 +191,26 @@ async fn run_once(spec: &Spec, stage: &mut watch::Receiver<Stage>) -> Attempt {
         }
         Err(e) => Attempt::NotStarted(format!("waiting for the job's process: {e}")),
     }
+}
+
+/// Child log lines go to the daemon's log (the journal); the last
+/// [`ERROR_TAIL`] bytes or so are kept for the error message.
+async fn log_stderr(stderr: tokio::process::ChildStderr, label: String) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!("{label}: {line}");
+        tail.push_str(&line);
+        tail.push('\n');
+        if tail.len() > 2 * ERROR_TAIL {
+            let cut = tail.len() - ERROR_TAIL;
+            let cut = (cut..tail.len())
+                .find(|&i| tail.is_char_boundary(i))
+                .unwrap_or(0);
+            tail.drain(..cut);
+        }
+    }
+    tail
 }
 
 /// The child's own `error: …` message (from its first line to the end), else how it

@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lifeboat_policies::Config;
+use lifeboat_policies::{Config, StatusReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::state::State;
-use crate::status::collect;
+use super::state::{State, read_status};
 
 /// A scraper that sends nothing is dropped after this.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,86 +109,104 @@ fn family(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
     }
 }
 
-/// The exposition text at this moment.
-pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
-    let report = collect(config, Some(state), Utc::now(), None)?;
-    let mut success = Vec::new();
-    let mut read = Vec::new();
-    let mut stored = Vec::new();
-    let mut duration = Vec::new();
-    let mut rpo = Vec::new();
-    let mut rpo_state = Vec::new();
-    let mut running = Vec::new();
-    for vm in &report.vms {
-        for d in &vm.disks {
-            let l = format!(
-                "group=\"{}\",vm=\"{}\",disk=\"{}\"",
-                label(&vm.group),
-                label(&vm.vm),
-                label(&d.disk)
-            );
-            if let Some(s) = &d.last_success {
-                success.push((l.clone(), s.time.timestamp_millis() as f64 / 1000.0));
-                if let Some(b) = s.bytes_read {
-                    read.push((l.clone(), b as f64));
+/// One gauge family's rows: labels and value.
+type Rows = Vec<(String, f64)>;
+
+/// The per-disk gauges, in exposition order.
+#[derive(Default)]
+struct DiskGauges {
+    success: Rows,
+    read: Rows,
+    stored: Rows,
+    duration: Rows,
+    rpo: Rows,
+    rpo_state: Rows,
+    running: Rows,
+}
+
+impl DiskGauges {
+    fn from_report(report: &StatusReport) -> Self {
+        let mut g = DiskGauges::default();
+        for vm in &report.vms {
+            for d in &vm.disks {
+                let l = format!(
+                    "group=\"{}\",vm=\"{}\",disk=\"{}\"",
+                    label(&vm.group),
+                    label(&vm.vm),
+                    label(&d.disk)
+                );
+                if let Some(s) = &d.last_success {
+                    g.success
+                        .push((l.clone(), s.time.timestamp_millis() as f64 / 1000.0));
+                    if let Some(b) = s.bytes_read {
+                        g.read.push((l.clone(), b as f64));
+                    }
+                    if let Some(b) = s.stored_bytes {
+                        g.stored.push((l.clone(), b as f64));
+                    }
+                    if let Some(t) = s.duration_secs {
+                        g.duration.push((l.clone(), t));
+                    }
                 }
-                if let Some(b) = s.stored_bytes {
-                    stored.push((l.clone(), b as f64));
+                if let (Some(secs), Some(st)) = (vm.rpo_secs, d.rpo_state) {
+                    g.rpo.push((l.clone(), secs as f64));
+                    g.rpo_state.push((l.clone(), f64::from(st.level())));
                 }
-                if let Some(t) = s.duration_secs {
-                    duration.push((l.clone(), t));
-                }
+                g.running.push((l, if d.running { 1.0 } else { 0.0 }));
             }
-            if let (Some(secs), Some(st)) = (vm.rpo_secs, d.rpo_state) {
-                rpo.push((l.clone(), secs as f64));
-                rpo_state.push((l.clone(), f64::from(st.level())));
-            }
-            running.push((l, if d.running { 1.0 } else { 0.0 }));
+        }
+        g
+    }
+
+    fn write(&self, out: &mut String) {
+        let families: [(&str, &str, &Rows); 7] = [
+            (
+                "lifeboat_last_success_timestamp_seconds",
+                "Start (recovery point) of the disk's last successful backup, Unix time.",
+                &self.success,
+            ),
+            (
+                "lifeboat_last_backup_bytes",
+                "Bytes the last successful backup read from the disk.",
+                &self.read,
+            ),
+            (
+                "lifeboat_last_backup_stored_bytes",
+                "Bytes the last successful backup added to the repository (compressed, encrypted).",
+                &self.stored,
+            ),
+            (
+                "lifeboat_last_backup_duration_seconds",
+                "How long the last successful backup took.",
+                &self.duration,
+            ),
+            (
+                "lifeboat_rpo_seconds",
+                "The group's recovery point objective.",
+                &self.rpo,
+            ),
+            (
+                "lifeboat_rpo_state",
+                "RPO state: 0 OK, 1 AT RISK, 2 BREACHED (see lifeboat status --help).",
+                &self.rpo_state,
+            ),
+            (
+                "lifeboat_backup_running",
+                "1 while a backup of the disk runs.",
+                &self.running,
+            ),
+        ];
+        for (name, help, rows) in families {
+            family(out, name, help, rows);
         }
     }
+}
+
+/// The exposition text at this moment.
+pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
+    let report = read_status(config, Some(state), Utc::now(), None)?;
     let mut out = String::new();
-    family(
-        &mut out,
-        "lifeboat_last_success_timestamp_seconds",
-        "Start (recovery point) of the disk's last successful backup, Unix time.",
-        &success,
-    );
-    family(
-        &mut out,
-        "lifeboat_last_backup_bytes",
-        "Bytes the last successful backup read from the disk.",
-        &read,
-    );
-    family(
-        &mut out,
-        "lifeboat_last_backup_stored_bytes",
-        "Bytes the last successful backup added to the repository (compressed, encrypted).",
-        &stored,
-    );
-    family(
-        &mut out,
-        "lifeboat_last_backup_duration_seconds",
-        "How long the last successful backup took.",
-        &duration,
-    );
-    family(
-        &mut out,
-        "lifeboat_rpo_seconds",
-        "The group's recovery point objective.",
-        &rpo,
-    );
-    family(
-        &mut out,
-        "lifeboat_rpo_state",
-        "RPO state: 0 OK, 1 AT RISK, 2 BREACHED (see lifeboat status --help).",
-        &rpo_state,
-    );
-    family(
-        &mut out,
-        "lifeboat_backup_running",
-        "1 while a backup of the disk runs.",
-        &running,
-    );
+    DiskGauges::from_report(&report).write(&mut out);
     let _ = writeln!(
         out,
         "# HELP lifeboat_jobs_total Jobs recorded in the state database, by kind and final status.\n# TYPE lifeboat_jobs_total counter"

@@ -15,9 +15,9 @@
 //!   second signal interrupts at once.
 
 mod job;
-pub mod metrics;
+mod job_command;
+mod metrics;
 pub mod state;
-mod work;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -28,20 +28,20 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use lifeboat_policies::Config;
 use lifeboat_policies::Schedule;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::args::{DaemonArgs, GlobalArgs};
 use job::{Outcome, Spec, Stage};
+use job_command::JobCommand;
 use state::{JobKey, JobResult, JobStatus, State};
-use work::Work;
 
 /// The scheduler wakes at least this often, to keep the heartbeat fresh and to notice
 /// wall-clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(15);
 
-/// Settings after flags, environment and the `[daemon]` table are combined.
+/// Settings after flags, environment and the `[daemon]` table are combined (by the
+/// `daemon` command).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub state_dir: PathBuf,
@@ -53,22 +53,9 @@ pub struct Settings {
     pub stop_timeout: Duration,
 }
 
-fn settings(g: &GlobalArgs, a: &DaemonArgs, config: &Config) -> Settings {
-    let d = &config.daemon;
-    Settings {
-        state_dir: a.state_dir.clone().unwrap_or_else(|| d.state_dir.clone()),
-        cache_dir: g.cache_dir.clone().or_else(|| d.cache_dir.clone()),
-        jobs: a.jobs.map_or(d.max_concurrent_jobs, usize::from),
-        metrics_listen: a.metrics_listen.map_or(d.metrics_listen, |l| l.0),
-        retries: d.retries,
-        retry_delay: Duration::from_secs(a.retry_delay.unwrap_or(d.retry_delay)),
-        stop_timeout: Duration::from_secs(a.stop_timeout.unwrap_or(d.stop_timeout)),
-    }
-}
-
 struct Ctx {
     exe: PathBuf,
-    work: work::Builder,
+    commands: job_command::Builder,
     settings: Settings,
     state: Arc<State>,
     slots: Arc<Semaphore>,
@@ -84,15 +71,52 @@ enum Timer {
     Prune(usize),
 }
 
-pub async fn run(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
-    // Absolute, so the `forget --config` of a job finds it whatever its directory.
-    let config_path = std::path::absolute(&a.config)
-        .with_context(|| format!("resolving the configuration path {}", a.config.display()))?;
-    let config = crate::config_file::load(&config_path)?;
-    let settings = settings(g, &a, &config);
+/// Runs the schedules of `config` (read from `config_path`, which forget jobs read
+/// again) until SIGTERM or SIGINT.
+pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Result<()> {
     check_passwords(&config)?;
     let exe = std::env::current_exe().context("finding the lifeboat executable to run jobs")?;
-    let state = Arc::new(State::open(&settings.state_dir)?);
+    let state = open_state(&settings.state_dir, &config).await?;
+    let config = Arc::new(config);
+    if let Some(addr) = settings.metrics_listen {
+        serve_metrics(addr, &config, &state).await?;
+    }
+    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
+    let ctx = Arc::new(Ctx {
+        exe,
+        commands: job_command::Builder {
+            config_path,
+            cache_dir: settings.cache_dir.clone(),
+        },
+        slots: Arc::new(Semaphore::new(settings.jobs)),
+        in_flight: Mutex::new(HashSet::new()),
+        stage: stage_rx,
+        state,
+        settings,
+    });
+    tracing::info!(
+        "lifeboat daemon started: {} group(s), {} job(s) at once, state in {}",
+        config.groups.len(),
+        ctx.settings.jobs,
+        ctx.settings.state_dir.display()
+    );
+    let mut jobs = JoinSet::new();
+    catch_up(&ctx, &config, &mut jobs).await;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    run_timers(&ctx, &config, &mut jobs, &mut term, &mut int).await;
+    shutdown(&ctx, stage_tx, &mut jobs, &mut term, &mut int).await;
+    let now = Utc::now();
+    db(&ctx.state, move |s| s.stop_daemon(now)).await?;
+    tracing::info!("lifeboat daemon stopped");
+    Ok(())
+}
+
+/// Opens the state database: records jobs a previous daemon left behind as
+/// interrupted, takes the heartbeat, and notes when each configured disk was first
+/// scheduled (the RPO clock of a disk never backed up starts there).
+async fn open_state(dir: &std::path::Path, config: &Config) -> Result<Arc<State>> {
+    let state = Arc::new(State::open(dir)?);
     let now = Utc::now();
     let stale = db(&state, move |s| s.start_daemon(now)).await?;
     if stale > 0 {
@@ -115,46 +139,39 @@ pub async fn run(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
             .try_for_each(|(g, v, d)| s.saw_disk(g, v, d, now))
     })
     .await?;
-    let config = Arc::new(config);
-    if let Some(addr) = settings.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!(
-                "listening for metrics on {addr} (is another daemon running? pass \
-                 --metrics-listen ADDR, or \"\" to turn metrics off)"
-            )
-        })?;
-        tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(listener, config.clone(), state.clone()));
-    }
-    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
-    let ctx = Arc::new(Ctx {
-        exe,
-        work: work::Builder {
-            config_path: config_path.clone(),
-            cache_dir: settings.cache_dir.clone(),
-        },
-        slots: Arc::new(Semaphore::new(settings.jobs)),
-        in_flight: Mutex::new(HashSet::new()),
-        stage: stage_rx,
-        state,
-        settings,
-    });
-    tracing::info!(
-        "lifeboat daemon started: {} group(s), {} job(s) at once, state in {}",
-        config.groups.len(),
-        ctx.settings.jobs,
-        ctx.settings.state_dir.display()
-    );
-    let mut jobs = JoinSet::new();
-    catch_up(&ctx, &config, &mut jobs).await;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut timers = timers(&config);
+    Ok(state)
+}
+
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    config: &Arc<Config>,
+    state: &Arc<State>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "listening for metrics on {addr} (is another daemon running? pass \
+             --metrics-listen ADDR, or \"\" to turn metrics off)"
+        )
+    })?;
+    tracing::info!("serving Prometheus metrics on http://{addr}/metrics");
+    tokio::spawn(metrics::serve(listener, config.clone(), state.clone()));
+    Ok(())
+}
+
+/// Fires the timers as they come due, until the first SIGTERM or SIGINT.
+async fn run_timers(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    jobs: &mut JoinSet<()>,
+    term: &mut Signal,
+    int: &mut Signal,
+) {
+    let mut timers = timers(config);
     loop {
         let now = Utc::now();
         for (timer, schedule, next) in timers.iter_mut() {
             if next.is_some_and(|t| t <= now) {
-                fire(&ctx, &config, *timer, &mut jobs).await;
+                fire(ctx, config, *timer, jobs).await;
                 // From now, not from the missed time: runs skipped by a suspend or a
                 // clock jump are not replayed one after another.
                 *next = schedule.next_after(now);
@@ -176,11 +193,6 @@ pub async fn run(g: &GlobalArgs, a: DaemonArgs) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    shutdown(&ctx, stage_tx, &mut jobs, &mut term, &mut int).await;
-    let now = Utc::now();
-    db(&ctx.state, move |s| s.stop_daemon(now)).await?;
-    tracing::info!("lifeboat daemon stopped");
-    Ok(())
 }
 
 /// Stop starting jobs, give running ones `stop_timeout`, then interrupt them.
@@ -188,8 +200,8 @@ async fn shutdown(
     ctx: &Ctx,
     stage: watch::Sender<Stage>,
     jobs: &mut JoinSet<()>,
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
+    term: &mut Signal,
+    int: &mut Signal,
 ) {
     while jobs.try_join_next().is_some() {}
     let running = jobs.len();
@@ -281,21 +293,21 @@ fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
 }
 
 async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<()>) {
-    let w = &ctx.work;
+    let w = &ctx.commands;
     match timer {
         Timer::Backup(gi) => {
             let g = &config.groups[gi];
             for (vi, vm) in g.vms.iter().enumerate() {
                 for di in 0..vm.disks.len() {
-                    if let Some(work) = w.backup(config, gi, vi, di) {
-                        submit(ctx, work, jobs).await;
+                    if let Some(command) = w.backup(config, gi, vi, di) {
+                        submit(ctx, command, jobs).await;
                     }
                 }
             }
         }
         Timer::Forget(gi) => {
-            if let Some(work) = w.forget(config, gi) {
-                submit(ctx, work, jobs).await;
+            if let Some(command) = w.forget(config, gi) {
+                submit(ctx, command, jobs).await;
             }
         }
         Timer::Prune(ri) => submit(ctx, w.prune(&config.repositories[ri]), jobs).await,
@@ -319,13 +331,13 @@ async fn catch_up(ctx: &Arc<Ctx>, config: &Config, jobs: &mut JoinSet<()>) {
                 let Some(last) = history.last_success else {
                     continue;
                 };
-                if g.schedule.next_after(last.point).is_some_and(|t| t < now) {
+                if g.schedule.next_after(last.time).is_some_and(|t| t < now) {
                     tracing::info!(
                         "{}/{}: a scheduled backup was missed while the daemon was down; running it now",
                         vm.name,
                         disk.name
                     );
-                    if let Some(w) = ctx.work.backup(config, gi, vi, di) {
+                    if let Some(w) = ctx.commands.backup(config, gi, vi, di) {
                         submit(ctx, w, jobs).await;
                     }
                 }
@@ -336,7 +348,7 @@ async fn catch_up(ctx: &Arc<Ctx>, config: &Config, jobs: &mut JoinSet<()>) {
 
 /// Records the job and starts its task — or records it as skipped if its disk (or
 /// group's forget, or repository's prune) already has one queued or running.
-async fn submit(ctx: &Arc<Ctx>, w: Work, jobs: &mut JoinSet<()>) {
+async fn submit(ctx: &Arc<Ctx>, w: JobCommand, jobs: &mut JoinSet<()>) {
     let now = Utc::now();
     let busy = !ctx
         .in_flight

@@ -2,6 +2,7 @@
 //! ran, skipped or cancelled, when each disk was first scheduled, and the daemon's
 //! heartbeat. `lifeboat status` and `/metrics` read it; it is the RPO's evidence, so
 //! it lives on disk and survives restarts, unlike anything in the daemon's memory.
+//! [`read_status`] turns the history into the status report (`lifeboat_policies::status`).
 //!
 //! Times are Unix seconds (REAL). Secrets never reach this file: job rows hold names,
 //! sizes and error messages, and passphrases never appear in error messages.
@@ -11,6 +12,9 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use lifeboat_policies::{
+    Config, DaemonRecord, DiskHistory, LastSuccess, StatusReport, status_report,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// One transaction, so a concurrent `status` sees all tables or none.
@@ -119,37 +123,6 @@ pub struct JobResult {
     pub summary: Option<String>,
 }
 
-/// A disk's last good backup.
-#[derive(Debug, Clone)]
-pub struct Success {
-    /// The recovery point: the snapshot's time, else the job's start.
-    pub point: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub snapshot: Option<String>,
-    pub bytes_read: Option<u64>,
-    pub stored_bytes: Option<u64>,
-    pub duration_secs: Option<f64>,
-}
-
-/// What the history says about one disk.
-#[derive(Debug, Clone, Default)]
-pub struct DiskHistory {
-    pub first_seen: Option<DateTime<Utc>>,
-    pub last_success: Option<Success>,
-    /// The newest finished attempt was not a success.
-    pub last_attempt_failed: bool,
-    pub last_error: Option<(DateTime<Utc>, String)>,
-    pub running: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct DaemonRow {
-    pub pid: u32,
-    pub started_at: DateTime<Utc>,
-    pub heartbeat_at: DateTime<Utc>,
-    pub stopped_at: Option<DateTime<Utc>>,
-}
-
 pub struct State {
     path: PathBuf,
     conn: Mutex<Connection>,
@@ -255,13 +228,13 @@ impl State {
         })
     }
 
-    pub fn daemon(&self) -> Result<Option<DaemonRow>> {
+    pub fn daemon(&self) -> Result<Option<DaemonRecord>> {
         self.with("reading the daemon row", |c| {
             c.query_row(
                 "SELECT pid, started_at, heartbeat_at, stopped_at FROM daemon WHERE id = 1",
                 [],
                 |r| {
-                    Ok(DaemonRow {
+                    Ok(DaemonRecord {
                         pid: r.get(0)?,
                         started_at: from_ts(r.get(1)?),
                         heartbeat_at: from_ts(r.get(2)?),
@@ -373,8 +346,8 @@ impl State {
                      ORDER BY id DESC LIMIT 1",
                     params![group, vm, disk],
                     |r| {
-                        Ok(Success {
-                            point: from_ts(r.get(0)?),
+                        Ok(LastSuccess {
+                            time: from_ts(r.get(0)?),
                             finished: from_ts(r.get::<_, Option<f64>>(1)?.unwrap_or_default()),
                             snapshot: r.get(2)?,
                             bytes_read: r.get::<_, Option<i64>>(3)?.map(|b| b as u64),
@@ -428,4 +401,28 @@ impl State {
             rows.collect()
         })
     }
+}
+
+/// The status of every VM in `config` (or one group) at `now`, from the history in
+/// `state`; without one (the daemon never ran here) every disk has an empty history.
+pub fn read_status(
+    config: &Config,
+    state: Option<&State>,
+    now: DateTime<Utc>,
+    only_group: Option<&str>,
+) -> Result<StatusReport> {
+    let daemon = match state {
+        Some(s) => s.daemon()?,
+        None => None,
+    };
+    status_report(
+        config,
+        daemon.as_ref(),
+        now,
+        only_group,
+        |group, vm, disk| match state {
+            Some(s) => s.disk_history(group, vm, disk),
+            None => Ok(DiskHistory::default()),
+        },
+    )
 }

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::Validator;
 use super::raw::RawDaemon;
+use super::validator::Validator;
 
 /// More attempts than this only delays the error report: a transient failure that
 /// outlasts ten backoffs is an outage, and the next scheduled run will try again.

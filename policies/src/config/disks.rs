@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::raw::{RawDisk, RawVm};
-use super::{Disk, DiskSource, Validator, Vm};
+use super::validator::Validator;
+use super::{Disk, DiskSource, Vm};
 
 impl Validator<'_> {
     pub(super) fn vm(&mut self, vm: &Spanned<RawVm>, group_ctx: &str) -> Vm {

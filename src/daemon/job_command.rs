@@ -1,6 +1,6 @@
-//! What each kind of job runs: the child's command line and the key that keeps two
-//! of the same (a disk's backups, a group's forgets, a
-//! repository's prunes) from running at once.
+//! What each kind of job runs: the child's command line (`lifeboat backup …`,
+//! `forget --group …`, `prune`) and the key that keeps two of the same (a disk's
+//! backups, a group's forgets, a repository's prunes) from running at once.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use lifeboat_policies::config::{DiskSource, RepositoryConfig};
 
 use super::state::JobKey;
 
-/// What a job is for and what it must not run beside.
-pub struct Work {
+/// What a job is for, what it must not run beside, and its child's arguments.
+pub struct JobCommand {
     pub key: JobKey,
     /// At most one queued-or-running job per exclusive key (a disk, a group's
     /// forget, a repository's prune).
@@ -41,7 +41,13 @@ impl Builder {
         args
     }
 
-    pub fn backup(&self, config: &Config, group: usize, vm: usize, disk: usize) -> Option<Work> {
+    pub fn backup(
+        &self,
+        config: &Config,
+        group: usize,
+        vm: usize,
+        disk: usize,
+    ) -> Option<JobCommand> {
         let g = &config.groups[group];
         let repo = config.repository(&g.repository)?;
         let (v, d) = (&g.vms[vm], &g.vms[vm].disks[disk]);
@@ -58,7 +64,7 @@ impl Builder {
                 drive.clone().into(),
             ]),
         }
-        Some(Work {
+        Some(JobCommand {
             key: JobKey {
                 kind: "backup",
                 group: Some(g.name.clone()),
@@ -72,7 +78,7 @@ impl Builder {
     }
 
     /// `forget --group`: the group's retention, read by the child from the same file.
-    pub fn forget(&self, config: &Config, group: usize) -> Option<Work> {
+    pub fn forget(&self, config: &Config, group: usize) -> Option<JobCommand> {
         let g = &config.groups[group];
         let repo = config.repository(&g.repository)?;
         let mut args = self.global_args(repo);
@@ -82,7 +88,7 @@ impl Builder {
             self.config_path.clone().into(),
         ]);
         args.extend(["--group".into(), g.name.clone().into()]);
-        Some(Work {
+        Some(JobCommand {
             key: JobKey {
                 kind: "forget",
                 group: Some(g.name.clone()),
@@ -96,10 +102,10 @@ impl Builder {
     }
 
     /// `prune` with its defaults (24 h grace); its GC lease keeps it alone across hosts.
-    pub fn prune(&self, repo: &RepositoryConfig) -> Work {
+    pub fn prune(&self, repo: &RepositoryConfig) -> JobCommand {
         let mut args = self.global_args(repo);
         args.push("prune".into());
-        Work {
+        JobCommand {
             key: JobKey {
                 kind: "prune",
                 group: None,

@@ -8,10 +8,10 @@ use lifeboat_policies::format_duration;
 use lifeboat_store::{PruneOptions, PruneReport};
 
 use crate::args::{GlobalArgs, PruneArgs};
-use crate::commands::open;
 use crate::output::{bytes, print_json};
+use crate::repository::open;
 
-pub async fn prune(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
+pub async fn run(g: &GlobalArgs, a: PruneArgs) -> Result<()> {
     let repo = open(g).await?;
     let options = PruneOptions {
         grace: Duration::from_secs(a.grace),
@@ -52,6 +52,24 @@ fn print_report(r: &PruneReport) {
             r.missing_chunks
         );
     }
+    print_sweep(r, verb);
+    print_mark(r, verb);
+    print_locks(r);
+    if r.locks_extended > 0 {
+        println!(
+            "extended Object Lock on {} object(s) still in use",
+            r.locks_extended
+        );
+    }
+    if !r.dry_run && r.mark.condemned_packs > 0 {
+        println!(
+            "condemned packs are deleted by a prune run after the grace period ({})",
+            format_duration(r.grace_secs)
+        );
+    }
+}
+
+fn print_sweep(r: &PruneReport, verb: &str) {
     let s = &r.sweep;
     println!(
         "sweep ({verb}): {} plan(s), {} pack(s) deleted ({}), {} resurrected because a new snapshot uses them, {} listed again by an index",
@@ -74,6 +92,9 @@ fn print_report(r: &PruneReport) {
             s.waiting_plans
         );
     }
+}
+
+fn print_mark(r: &PruneReport, verb: &str) {
     let m = &r.mark;
     println!(
         "mark ({verb}): {} pack(s) condemned ({}), of them {} orphan(s) from interrupted backups; {} pack(s) repacked ({} copied); {} pack(s) younger than the grace period left alone",
@@ -96,6 +117,11 @@ fn print_report(r: &PruneReport) {
             m.repack_skipped_damaged
         );
     }
+}
+
+/// What Object Lock kept from being deleted or repacked.
+fn print_locks(r: &PruneReport) {
+    let (s, m) = (&r.sweep, &r.mark);
     let locked: Vec<&(String, String)> = s.locked_skipped.iter().chain(&m.locked_skipped).collect();
     if !locked.is_empty() || m.repack_skipped_locked > 0 || m.locked_packs > 0 {
         println!(
@@ -110,17 +136,5 @@ fn print_report(r: &PruneReport) {
         if locked.len() > 10 {
             println!("  … and {} more (see --json)", locked.len() - 10);
         }
-    }
-    if r.locks_extended > 0 {
-        println!(
-            "extended Object Lock on {} object(s) still in use",
-            r.locks_extended
-        );
-    }
-    if !r.dry_run && m.condemned_packs > 0 {
-        println!(
-            "condemned packs are deleted by a prune run after the grace period ({})",
-            format_duration(r.grace_secs)
-        );
     }
 }

@@ -1,34 +1,14 @@
-//! `lifeboat repair index`: rebuilds the index objects from the pack headers.
-//!
-//! The arguments live here rather than in `args.rs` so that repair commands grow in
-//! one file; the work itself is [`lifeboat_store::Repository::repair_index`].
+//! `lifeboat repair index`: rebuilds the index objects from the pack headers; the
+//! work itself is [`lifeboat_store::Repository::repair_index`].
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
 use lifeboat_store::repair::{RepairOptions, RepairReport};
 
-use crate::args::GlobalArgs;
-use crate::commands::open;
+use crate::args::{GlobalArgs, RepairCommand};
 use crate::output::print_json;
+use crate::repository::open;
 
-#[derive(Debug, Subcommand)]
-pub enum RepairCommand {
-    /// Rebuild lost or damaged index objects from the packs' own headers (writes the
-    /// new index first, then deletes the old objects; safe beside a running backup)
-    Index(RepairIndexArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RepairIndexArgs {
-    /// Scan the packs and report what would be written and deleted; change nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Packs listed per new index object (bounds the memory the rebuild needs)
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    pub packs_per_index: u32,
-}
-
-pub async fn repair(g: &GlobalArgs, command: RepairCommand) -> Result<()> {
+pub async fn run(g: &GlobalArgs, command: RepairCommand) -> Result<()> {
     let RepairCommand::Index(a) = command;
     let repo = open(g).await?;
     let options = RepairOptions {

@@ -8,12 +8,13 @@
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use lifeboat_policies::{Decision, Retention, SnapshotRef, Tz, apply_retention};
-use lifeboat_store::{BackendError, StoreError};
+use lifeboat_policies::{Decision, Retention, Scope, SnapshotRef, Tz, apply_retention};
+use lifeboat_store::{BackendError, Repository, StoreError};
 
 use crate::args::{ForgetArgs, GlobalArgs};
-use crate::commands::open;
+use crate::config_file;
 use crate::output::print_json;
+use crate::repository::open;
 
 const PRUNE_NOTE: &str =
     "forgotten snapshots' data stays in the repository until `lifeboat prune` reclaims it";
@@ -24,20 +25,23 @@ struct Plan {
     rule: Retention,
     timezone: Tz,
     group: Option<String>,
-    /// With a group: only its VMs' snapshots.
-    vms: Option<Vec<String>>,
+    scope: Scope,
 }
 
 fn plan(g: &GlobalArgs, a: &ForgetArgs) -> Result<Plan> {
     if let Some(name) = &a.group {
-        let config = crate::config_file::load(&a.config)?;
-        let (group, repo) = crate::config_file::group(&config, name)?;
+        let config = config_file::load(&a.config)?;
+        let (group, repo) = config_file::group(&config, name)?;
         return Ok(Plan {
-            global: crate::config_file::global_for(g, repo),
+            global: config_file::global_for(g, repo),
             rule: group.retention.clone(),
             timezone: group.timezone,
             group: Some(group.name.clone()),
-            vms: Some(group.vms.iter().map(|v| v.name.clone()).collect()),
+            scope: Scope {
+                vm: a.vm.clone(),
+                disk: a.disk.clone(),
+                vms: Some(group.vms.iter().map(|v| v.name.clone()).collect()),
+            },
         });
     }
     let rule = Retention {
@@ -62,22 +66,32 @@ fn plan(g: &GlobalArgs, a: &ForgetArgs) -> Result<Plan> {
         rule,
         timezone: a.timezone,
         group: None,
-        vms: None,
+        scope: Scope {
+            vm: a.vm.clone(),
+            disk: a.disk.clone(),
+            vms: None,
+        },
     })
 }
 
-pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
+pub async fn run(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
     let plan = plan(g, &a)?;
     let repo = open(&plan.global).await?;
+    let refs = snapshots_in_scope(&repo, &plan.scope).await?;
+    let decisions = apply_retention(&refs, &plan.rule, Utc::now(), plan.timezone);
+    let (removed, locked) = if a.dry_run {
+        (Vec::new(), Vec::new())
+    } else {
+        forget_unkept(g, &repo, &decisions).await?
+    };
+    report(g, &a, &plan, &decisions, &removed, &locked);
+    Ok(())
+}
+
+async fn snapshots_in_scope(repo: &Repository, scope: &Scope) -> Result<Vec<SnapshotRef>> {
     let mut refs = Vec::new();
     for s in repo.snapshots().await? {
-        if a.vm.as_deref().is_some_and(|v| s.meta.vm != v)
-            || a.disk.as_deref().is_some_and(|d| s.meta.disk != d)
-            || plan
-                .vms
-                .as_ref()
-                .is_some_and(|vms| !vms.contains(&s.meta.vm))
-        {
+        if !scope.contains(&s.meta.vm, &s.meta.disk) {
             continue;
         }
         let time: DateTime<Utc> = DateTime::parse_from_rfc3339(&s.meta.time)
@@ -90,29 +104,34 @@ pub async fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<()> {
             time,
         });
     }
-    let decisions = apply_retention(&refs, &plan.rule, Utc::now(), plan.timezone);
+    Ok(refs)
+}
+
+/// Deletes the manifests of the snapshots no rule keeps; returns those removed and
+/// those an Object Lock kept.
+async fn forget_unkept(
+    g: &GlobalArgs,
+    repo: &Repository,
+    decisions: &[Decision],
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut removed = Vec::new();
     let mut locked = Vec::new();
-    if !a.dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            match repo.forget_snapshot(&d.snapshot.id).await {
-                Ok(()) => removed.push(d.snapshot.id.clone()),
-                // Immutable repository: history stays until its lock runs out.
-                Err(StoreError::Backend(e @ BackendError::Locked { .. })) => {
-                    if !g.quiet {
-                        eprintln!("warning: snapshot {} kept: {e}", d.snapshot.id);
-                    }
-                    locked.push(d.snapshot.id.clone());
+    for d in decisions.iter().filter(|d| !d.keep) {
+        match repo.forget_snapshot(&d.snapshot.id).await {
+            Ok(()) => removed.push(d.snapshot.id.clone()),
+            // Immutable repository: history stays until its lock runs out.
+            Err(StoreError::Backend(e @ BackendError::Locked { .. })) => {
+                if !g.quiet {
+                    eprintln!("warning: snapshot {} kept: {e}", d.snapshot.id);
                 }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("forgetting snapshot {}", d.snapshot.id));
-                }
+                locked.push(d.snapshot.id.clone());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("forgetting snapshot {}", d.snapshot.id));
             }
         }
     }
-    report(g, &a, &plan, &decisions, &removed, &locked);
-    Ok(())
+    Ok((removed, locked))
 }
 
 fn report(

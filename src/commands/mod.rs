@@ -1,0 +1,40 @@
+//! One module per subcommand. Each maps its arguments (and the configuration) to a
+//! library request, runs it, and renders the result as text or `--json`. Library
+//! errors get their context here. Command modules never use each other: what they
+//! share is in `repository.rs`, `output.rs`, `config_file.rs` and `daemon/`.
+
+mod backup;
+mod daemon;
+mod forget;
+mod init;
+mod key;
+mod prune;
+mod repair;
+mod restore;
+mod snapshots;
+mod status;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(g, a).await,
+        Command::Backup(a) => backup::run(g, a).await,
+        Command::Snapshots(a) => snapshots::run(g, a).await,
+        Command::Restore(a) => restore::run(g, a).await,
+        Command::Verify(a) => return verify::run(g, a).await,
+        Command::Forget(a) => forget::run(g, a).await,
+        Command::Prune(a) => prune::run(g, a).await,
+        Command::Key(k) => key::run(g, k).await,
+        Command::Daemon(a) => daemon::run(g, a).await,
+        Command::Status(a) => status::run(g, a).await,
+        Command::Repair(r) => repair::run(g, r).await,
+    }?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! `lifeboat status`: per configured VM (and disk), the last successful backup, its age
+//! against the group's RPO (OK / AT RISK / BREACHED), the last error and the next run.
+//!
+//! It reads the configuration and the daemon's state database only — no repository,
+//! no passphrase, no network — so it works when the daemon is down (the RPO clock
+//! keeps running: that is exactly when it matters) and from monitoring scripts.
+//! The report is [`lifeboat_policies::status`]'s; `/metrics` serves the same numbers.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use lifeboat_policies::rpo::RpoState;
+use lifeboat_policies::{StatusReport, format_duration};
+
+use crate::args::{GlobalArgs, StatusArgs};
+use crate::config_file;
+use crate::daemon::state::{State, read_status};
+use crate::output::{bytes, print_json};
+
+pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
+    let config = config_file::load(&a.config)?;
+    if let Some(name) = &a.group {
+        config_file::group(&config, name)?;
+    }
+    let dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let report = tokio::task::spawn_blocking(move || -> Result<StatusReport> {
+        let state = State::open_read_only(&dir)?;
+        read_status(&config, state.as_ref(), Utc::now(), a.group.as_deref())
+    })
+    .await??;
+    if g.json {
+        print_json(&report);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn print_text(r: &StatusReport) {
+    match &r.daemon {
+        Some(d) if d.running => println!(
+            "daemon: running (pid {}, since {})",
+            d.pid,
+            when(d.started_at)
+        ),
+        Some(d) => println!(
+            "daemon: NOT RUNNING (last seen {}); nothing is being backed up",
+            when(d.stopped_at.unwrap_or(d.heartbeat_at))
+        ),
+        None => println!("daemon: has never run with this state directory"),
+    }
+    println!(
+        "{:<12} {:<16} {:<9} {:<22} {:>9} {:<21} LAST ERROR",
+        "GROUP", "VM", "STATE", "LAST GOOD BACKUP", "AGE", "NEXT RUN"
+    );
+    for v in &r.vms {
+        let state = v.rpo_state.map_or("no RPO", RpoState::as_str);
+        let age = v
+            .age_secs
+            .map_or("-".into(), |a| format_duration(a.max(0) as u64));
+        println!(
+            "{:<12} {:<16} {:<9} {:<22} {:>9} {:<21} {}",
+            v.group,
+            v.vm,
+            state,
+            v.last_success.map_or("never".into(), when),
+            age,
+            v.next_run.map_or("-".into(), when),
+            v.last_error
+                .as_deref()
+                .map_or("-", |e| e.lines().next().unwrap_or(""))
+        );
+        for d in &v.disks {
+            let size = d
+                .last_success
+                .as_ref()
+                .and_then(|s| s.bytes_read)
+                .map(|b| format!(", read {}", bytes(b)))
+                .unwrap_or_default();
+            println!(
+                "  disk {:<12} {}{}{size}",
+                d.disk,
+                d.rpo_reason
+                    .as_deref()
+                    .unwrap_or("no rpo set for this group"),
+                if d.running { " (backup running)" } else { "" },
+            );
+        }
+    }
+}
