@@ -12,7 +12,7 @@ use lifeboat_store::backend::LockMode;
 use lifeboat_store::backend::address::{BackendOptions, RepoAddress};
 use lifeboat_store::backend::open_backend;
 use lifeboat_store::format::config::{ChunkerParams, Immutability};
-use lifeboat_store::keyslot::DEFAULT_KDF;
+use lifeboat_store::keys::slot::DEFAULT_KDF;
 use lifeboat_store::{
     Backend, InitOptions, Progress, Repository, default_cache_dir, init_repository, open_repository,
 };

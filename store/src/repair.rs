@@ -329,8 +329,8 @@ mod tests {
     use crate::backend::local::LocalBackend;
     use crate::format::blob::seal_chunk;
     use crate::format::pack::PackBuilder;
+    use crate::keys::slot::KdfParams;
     use crate::keys::{InitOptions, init_repository};
-    use crate::keyslot::KdfParams;
 
     const CHEAP: KdfParams = KdfParams {
         m_cost_kib: 1024,
