@@ -15,6 +15,7 @@ pub mod keys;
 pub mod progress;
 pub mod repair;
 pub mod repo;
+pub mod stored_packs;
 
 pub use backend::{Backend, BackendError, RepoAddress};
 pub use crypto::{ChunkId, RepoKeys};

@@ -25,8 +25,8 @@ use crate::format::gc::{Done, GC_PREFIX, GcKey, Plan, classify_gc_key};
 use crate::format::index::IndexedPack;
 use crate::format::manifest::{Extent, Manifest};
 use crate::format::{self};
-use crate::repair::HeaderRead;
 use crate::repo::Repository;
+use crate::stored_packs::HeaderRead;
 
 use super::unix_now;
 

@@ -13,8 +13,8 @@ use crate::format::gc::{Plan, PlanMeta, plan_key};
 use crate::format::index::IndexedPack;
 use crate::format::pack::{PackBuilder, PackEntry};
 use crate::format::{self, blob::open_chunk};
-use crate::repair::HeaderRead;
 use crate::repo::{Repository, hostname, now_rfc3339};
+use crate::stored_packs::HeaderRead;
 
 use super::guard::record_plan;
 use super::lease::Lease;
