@@ -7,6 +7,8 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod catalog_sync;
+pub mod commit;
 pub mod crypto;
 pub mod error;
 pub mod format;
@@ -18,9 +20,10 @@ pub mod repo;
 pub mod stored_packs;
 
 pub use backend::{Backend, BackendError, RepoAddress};
+pub use catalog_sync::SyncReport;
 pub use crypto::{ChunkId, RepoKeys};
 pub use error::{StoreError, StoreResult};
 pub use gc::{PruneOptions, PruneReport, prune};
 pub use keys::{InitOptions, init_repository, open_repository};
 pub use progress::Progress;
-pub use repo::{Repository, SnapshotSummary, SyncReport, default_cache_dir};
+pub use repo::{Repository, SnapshotSummary, default_cache_dir};
