@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::{self, manifest::Manifest};
+use crate::gc::clock::unix_now;
 use crate::gc::guard;
 use crate::repo::{Repository, SnapshotSummary};
 
@@ -21,7 +22,7 @@ impl Repository {
             // Relying on condemned data: an upload still running at the plan's deadline
             // is abandoned (and withdrawn, should it land after all).
             Some(deadline) => {
-                let left = deadline.saturating_sub(crate::gc::unix_now());
+                let left = deadline.saturating_sub(unix_now());
                 match tokio::time::timeout(Duration::from_secs(left), upload).await {
                     Ok(uploaded) => uploaded?,
                     Err(_) => {
@@ -37,7 +38,7 @@ impl Repository {
             }
             None => upload.await?,
         }
-        let written_at = crate::gc::unix_now();
+        let written_at = unix_now();
         match guard::after_commit(self, manifest, checked, written_at).await {
             Ok(()) => {}
             Err(e @ StoreError::GcConflict { .. }) => {

@@ -28,7 +28,7 @@ use crate::format::{self};
 use crate::repo::Repository;
 use crate::stored_packs::HeaderRead;
 
-use super::unix_now;
+use super::clock::unix_now;
 
 /// Every plan and completion record in the repository.
 pub(crate) async fn list_gc_keys(repo: &Repository) -> StoreResult<Vec<GcKey>> {
