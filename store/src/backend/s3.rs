@@ -24,8 +24,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::address::{BackendOptions, S3Address};
+use super::error::{BackendError, BackendResult};
+use super::object_store::{Backend, ObjectInfo, ObjectLock};
 use super::s3_client;
-use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectLock};
 
 /// Larger bodies go multipart: a single PUT must be resent whole after any failure, and
 /// one slow 64 MiB request already needs most of the attempt timeout on a modest uplink.
