@@ -14,7 +14,8 @@ use lifeboat_store::backend::open_backend;
 use lifeboat_store::format::config::{ChunkerParams, Immutability};
 use lifeboat_store::keys::slot::DEFAULT_KDF;
 use lifeboat_store::{
-    Backend, InitOptions, Progress, Repository, default_cache_dir, init_repository, open_repository,
+    Backend, InitOptions, Progress, Repository, StoreError, default_cache_dir, init_repository,
+    open_repository,
 };
 
 use crate::args::{
@@ -358,11 +359,24 @@ async fn snapshots(g: &GlobalArgs, a: SnapshotsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The store says what is wrong with a snapshot selection; the flags that fix it are
+/// the command line's to name.
+fn with_selection_advice(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::AmbiguousLatest { .. } => anyhow::anyhow!("{e}; add --vm and --disk"),
+        StoreError::NoSuchSnapshot { .. } => {
+            anyhow::anyhow!("{e}; list them with `lifeboat snapshots`")
+        }
+        other => other.into(),
+    }
+}
+
 async fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let repo = open(g).await?;
     let snapshot = repo
         .find_snapshot(&a.snapshot, a.vm.as_deref(), a.disk.as_deref())
-        .await?;
+        .await
+        .map_err(with_selection_advice)?;
     let progress = Arc::new(Progress::default());
     let guard = ProgressGuard::start("restore", progress.clone(), !g.quiet && !g.json);
     let request = RestoreRequest {

@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use crate::backend::locking::LockingBackend;
 use crate::catalog::Catalog;
 use crate::crypto::{ChunkId, MasterKey, RepoKeys};
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, selection_filters};
 use crate::format::config::RepoConfig;
 use crate::format::index::{IndexedPack, decode_index, encode_index};
 use crate::format::manifest::{Manifest, SnapshotMeta};
@@ -309,38 +309,30 @@ impl Repository {
             .filter(|s| disk.is_none_or(|d| s.meta.disk == d))
             .filter(|s| spec == "latest" || s.id.starts_with(spec))
             .collect();
-        let filters = match (vm, disk) {
-            (None, None) => String::new(),
-            _ => format!(
-                " (vm {}, disk {})",
-                vm.unwrap_or("any"),
-                disk.unwrap_or("any")
-            ),
-        };
         if spec == "latest" {
             let disks: std::collections::BTreeSet<(&str, &str)> = matching
                 .iter()
                 .map(|s| (s.meta.vm.as_str(), s.meta.disk.as_str()))
                 .collect();
             if disks.len() > 1 {
-                let names: Vec<String> = disks.iter().map(|(v, d)| format!("{v}/{d}")).collect();
-                return Err(StoreError::Invalid {
-                    what: "snapshot selection".into(),
-                    detail: format!(
-                        "`latest` is ambiguous{filters}: several disks match ({}); add --vm and --disk",
-                        names.join(", ")
-                    ),
+                return Err(StoreError::AmbiguousLatest {
+                    vm: vm.map(str::to_string),
+                    disk: disk.map(str::to_string),
+                    disks: disks.iter().map(|(v, d)| format!("{v}/{d}")).collect(),
                 });
             }
+            let filters = selection_filters(vm, disk);
             return matching
                 .into_iter()
                 .max_by(|a, b| a.meta.time.cmp(&b.meta.time))
                 .ok_or_else(|| StoreError::NotFound(format!("no snapshots{filters}")));
         }
         match matching.len() {
-            0 => Err(StoreError::NotFound(format!(
-                "no snapshot {spec}{filters}; list them with `lifeboat snapshots`"
-            ))),
+            0 => Err(StoreError::NoSuchSnapshot {
+                prefix: spec.to_string(),
+                vm: vm.map(str::to_string),
+                disk: disk.map(str::to_string),
+            }),
             1 => Ok(matching.into_iter().next().expect("one element")),
             n => Err(StoreError::Invalid {
                 what: "snapshot id".into(),
