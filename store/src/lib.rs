@@ -4,6 +4,16 @@
 //! This crate knows nothing about VMs or schedules. It stores chunks (deduplicated,
 //! compressed, encrypted, packed) and snapshot manifests that list them, and reads them
 //! back verified. `backup`, `restore` and the CLI are built on [`Repository`].
+//!
+//! Inside, modules depend only on the floors below them:
+//!
+//! | floor | modules |
+//! |-------|---------|
+//! | operations | `keys` (init, open, key slots), `commit`, `catalog_sync`, `gc` (prune), `repair` |
+//! | the commit guard | `gc::guard` (what a commit checks against concurrent prunes) |
+//! | packs in storage | `stored_packs` (listing, header reads) |
+//! | an open repository | `repo` |
+//! | building blocks | `format`, `crypto`, `backend`, `catalog`, `error`, `progress` |
 
 pub mod backend;
 pub mod catalog;
