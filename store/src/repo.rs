@@ -1,5 +1,7 @@
 //! An open repository: backend + keys + config + catalog, and the operations every
-//! command is built from (upload a pack, write an index, commit a manifest, read back).
+//! command is built from (upload a pack, write an index, read back). Committing a
+//! manifest is in `commit.rs`, catalog sync in `catalog_sync.rs`: both consult the
+//! prune guard, which is built on this module.
 //!
 //! Write order is what makes crashes harmless: packs first, then the index objects
 //! that list them, then the manifest. An interruption at any point leaves at worst
