@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lifeboat_store::backend::address::{BackendOptions, RepoAddress};
 use lifeboat_store::backend::open_backend;
-use lifeboat_store::{Backend, Repository, default_cache_dir, open_repository};
+use lifeboat_store::{Backend, Repository, StoreError, default_cache_dir, open_repository};
 
 use crate::args::GlobalArgs;
 use crate::password;
@@ -66,4 +66,16 @@ pub async fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
         }
     }
     Ok(Arc::new(repo))
+}
+
+/// The store says what is wrong with a snapshot selection; the flags that fix it are
+/// the command line's to name.
+pub fn with_selection_advice(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::AmbiguousLatest { .. } => anyhow::anyhow!("{e}; add --vm and --disk"),
+        StoreError::NoSuchSnapshot { .. } => {
+            anyhow::anyhow!("{e}; list them with `lifeboat snapshots`")
+        }
+        other => other.into(),
+    }
 }

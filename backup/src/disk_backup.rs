@@ -15,11 +15,11 @@ use std::sync::Arc;
 use lifeboat_store::{Progress, Repository};
 
 use crate::cbt::{self, PreparedDisk};
+use crate::error::BackupError;
 use crate::live::{Hooks, LiveDisk, prepare_live};
 use crate::pipeline::run_backup;
-use crate::source::DiskSource;
-use crate::error::BackupError;
 use crate::request::{BackupReport, BackupRequest, ReadMode};
+use crate::source::DiskSource;
 
 /// Where a disk's data comes from.
 #[derive(Debug, Clone)]

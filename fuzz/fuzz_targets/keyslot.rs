@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lifeboat_store::keyslot::parse_slot;
+use lifeboat_store::keys::slot::parse_slot;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(slot) = parse_slot("00112233aabbccdd", data) {

@@ -15,7 +15,7 @@ use lifeboat_store::catalog::ChunkLocation;
 use lifeboat_store::format::blob::open_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest};
 use lifeboat_store::format::pack::decode_pack;
-use lifeboat_store::format::{self, DATA_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX};
+use lifeboat_store::format::{self, INDEX_PREFIX, SNAPSHOTS_PREFIX};
 use lifeboat_store::{ChunkId, Progress, Repository, StoreError, StoreResult};
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -89,56 +89,14 @@ pub async fn verify_repository(
     // a listed index object names was in the bucket before the pack listing began.
     let index_objects = repo.backend().list(INDEX_PREFIX).await?;
     let mut pack_sizes: HashMap<ChunkId, u64> = repo
-        .backend()
-        .list(DATA_PREFIX)
+        .list_packs()
         .await?
         .into_iter()
-        .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
+        .map(|p| (p.id, p.size))
         .collect();
-
-    // Index objects: each must open, and every pack it names must exist and be long enough.
-    let mut indexed_packs: HashSet<ChunkId> = HashSet::new();
     for obj in index_objects {
         report.index_objects += 1;
-        match repo.read_index_object(&obj.key).await {
-            Ok(packs) => {
-                for p in packs {
-                    indexed_packs.insert(p.pack);
-                    let end = p
-                        .entries
-                        .iter()
-                        .map(|e| e.offset + u64::from(e.length))
-                        .max()
-                        .unwrap_or(0);
-                    if let Entry::Vacant(slot) = pack_sizes.entry(p.pack) {
-                        // Asked once more before calling it lost: listings can lag.
-                        let key = format::pack_key(&p.pack);
-                        if let Some(size) = repo.backend().size(&key).await? {
-                            slot.insert(size);
-                        }
-                    }
-                    match pack_sizes.get(&p.pack) {
-                        None => {
-                            damage.packs.insert(
-                                p.pack,
-                                format!("pack {} is missing", format::pack_key(&p.pack)),
-                            );
-                        }
-                        Some(&size) if size < end => {
-                            damage.packs.insert(
-                                p.pack,
-                                format!(
-                                    "pack {} is truncated ({size} bytes, index needs {end})",
-                                    format::pack_key(&p.pack)
-                                ),
-                            );
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            Err(e) => report.problems.push(problem_from(&obj.key, e)?),
-        }
+        check_index_object(&repo, &obj.key, &mut pack_sizes, &mut report, &mut damage).await?;
     }
     report.packs = pack_sizes.len() as u64;
     damage.present = pack_sizes.keys().copied().collect();
@@ -161,17 +119,91 @@ pub async fn verify_repository(
     repo.sync_catalog().await?;
 
     if let Some(percent) = options.read_data_percent {
-        let mut packs: Vec<(ChunkId, u64)> = pack_sizes.iter().map(|(k, v)| (*k, *v)).collect();
-        packs.shuffle(&mut rand::thread_rng());
-        let take = ((packs.len() as f64 * percent / 100.0).ceil() as usize).min(packs.len());
-        packs.truncate(take);
+        let packs = sample(&pack_sizes, percent);
         progress.set_total(packs.iter().map(|(_, s)| s).sum());
         read_packs(&repo, &packs, &mut report, &mut damage, &progress).await?;
     }
 
-    // Manifests: each must open; every chunk must be indexed and not known damaged.
-    // Then the catalog forgets the damaged data, so later backups store it afresh rather
+    check_snapshots(&repo, &damage, &mut report).await?;
+    // The catalog forgets the damaged data, so later backups store it afresh rather
     // than deduplicating new snapshots against data that is gone.
+    let bad_packs: Vec<ChunkId> = damage.packs.keys().copied().collect();
+    let bad_chunks: Vec<(ChunkId, ChunkId)> = damage.chunks.keys().copied().collect();
+    repo.with_catalog(move |c| {
+        c.forget_packs(&bad_packs)?;
+        c.forget_chunks(&bad_chunks)
+    })
+    .await?;
+    Ok(report)
+}
+
+/// One index object must open, and every pack it names must exist and be long enough.
+/// A pack missing from the listing is asked for once more (listings can lag) and, if
+/// found, added to `pack_sizes`.
+async fn check_index_object(
+    repo: &Repository,
+    key: &str,
+    pack_sizes: &mut HashMap<ChunkId, u64>,
+    report: &mut VerifyReport,
+    damage: &mut Damage,
+) -> StoreResult<()> {
+    let packs = match repo.read_index_object(key).await {
+        Ok(packs) => packs,
+        Err(e) => {
+            report.problems.push(problem_from(key, e)?);
+            return Ok(());
+        }
+    };
+    for p in packs {
+        let end = p
+            .entries
+            .iter()
+            .map(|e| e.offset + u64::from(e.length))
+            .max()
+            .unwrap_or(0);
+        if let Entry::Vacant(slot) = pack_sizes.entry(p.pack) {
+            let key = format::pack_key(&p.pack);
+            if let Some(size) = repo.backend().size(&key).await? {
+                slot.insert(size);
+            }
+        }
+        match pack_sizes.get(&p.pack) {
+            None => {
+                damage.packs.insert(
+                    p.pack,
+                    format!("pack {} is missing", format::pack_key(&p.pack)),
+                );
+            }
+            Some(&size) if size < end => {
+                damage.packs.insert(
+                    p.pack,
+                    format!(
+                        "pack {} is truncated ({size} bytes, index needs {end})",
+                        format::pack_key(&p.pack)
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A random `percent` of the packs (rounded up), for `--read-data`.
+fn sample(pack_sizes: &HashMap<ChunkId, u64>, percent: f64) -> Vec<(ChunkId, u64)> {
+    let mut packs: Vec<(ChunkId, u64)> = pack_sizes.iter().map(|(k, v)| (*k, *v)).collect();
+    packs.shuffle(&mut rand::thread_rng());
+    let take = ((packs.len() as f64 * percent / 100.0).ceil() as usize).min(packs.len());
+    packs.truncate(take);
+    packs
+}
+
+/// Manifests: each must open; every chunk must be indexed and not known damaged.
+async fn check_snapshots(
+    repo: &Repository,
+    damage: &Damage,
+    report: &mut VerifyReport,
+) -> StoreResult<()> {
     let mut unindexed = 0u64;
     for obj in repo.backend().list(SNAPSHOTS_PREFIX).await? {
         let Some(id) = format::id_from_key(&obj.key) else {
@@ -181,7 +213,7 @@ pub async fn verify_repository(
         match repo.read_manifest(&id.to_hex()).await {
             Ok(manifest) => {
                 if let Some(d) =
-                    check_manifest(&repo, &id.to_hex(), &manifest, &damage, &mut unindexed).await?
+                    check_manifest(repo, &id.to_hex(), &manifest, damage, &mut unindexed).await?
                 {
                     report.damaged_snapshots.push(d);
                 }
@@ -208,14 +240,7 @@ pub async fn verify_repository(
             ),
         });
     }
-    let bad_packs: Vec<ChunkId> = damage.packs.keys().copied().collect();
-    let bad_chunks: Vec<(ChunkId, ChunkId)> = damage.chunks.keys().copied().collect();
-    repo.with_catalog(move |c| {
-        c.forget_packs(&bad_packs)?;
-        c.forget_chunks(&bad_chunks)
-    })
-    .await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Damaged or missing objects become problems; anything else (network) aborts verify.

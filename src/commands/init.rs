@@ -5,7 +5,7 @@ use anyhow::Result;
 use lifeboat_store::backend::LockMode;
 use lifeboat_store::backend::address::RepoAddress;
 use lifeboat_store::format::config::{ChunkerParams, Immutability};
-use lifeboat_store::keyslot::DEFAULT_KDF;
+use lifeboat_store::keys::slot::DEFAULT_KDF;
 use lifeboat_store::{InitOptions, Repository, init_repository};
 
 use crate::args::{GlobalArgs, InitArgs, LockModeArg};

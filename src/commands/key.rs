@@ -1,7 +1,7 @@
 //! `lifeboat key add|list|remove`: the passphrases (key slots) that open the repository.
 
 use anyhow::Result;
-use lifeboat_store::keyslot::DEFAULT_KDF;
+use lifeboat_store::keys::slot::DEFAULT_KDF;
 
 use crate::args::{GlobalArgs, KeyCommand};
 use crate::output::print_json;

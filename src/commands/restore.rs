@@ -9,13 +9,14 @@ use lifeboat_store::Progress;
 
 use crate::args::{GlobalArgs, RestoreArgs};
 use crate::output::{ProgressGuard, bytes, print_json, rate};
-use crate::repository::open;
+use crate::repository::{open, with_selection_advice};
 
 pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<()> {
     let repo = open(g).await?;
     let snapshot = repo
         .find_snapshot(&a.snapshot, a.vm.as_deref(), a.disk.as_deref())
-        .await?;
+        .await
+        .map_err(with_selection_advice)?;
     let progress = Arc::new(Progress::default());
     let guard = ProgressGuard::start("restore", progress.clone(), !g.quiet && !g.json);
     let request = RestoreRequest {

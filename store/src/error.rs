@@ -44,6 +44,27 @@ pub enum StoreError {
         "snapshot not committed: {detail}. Nothing was lost — the earlier snapshots are intact; run the backup again and it will upload the affected data afresh"
     )]
     GcConflict { detail: String },
+    /// `latest` names the newest snapshots of several disks: the selection must be
+    /// narrowed to one VM and disk.
+    #[error(
+        "invalid snapshot selection: `latest` is ambiguous{}: several disks match ({})",
+        selection_filters(.vm.as_deref(), .disk.as_deref()),
+        .disks.join(", ")
+    )]
+    AmbiguousLatest {
+        vm: Option<String>,
+        disk: Option<String>,
+        /// `vm/disk` of each disk that matched.
+        disks: Vec<String>,
+    },
+    /// No snapshot id starts with `prefix` (among the snapshots of `vm` and `disk`, when
+    /// given).
+    #[error("no snapshot {prefix}{}", selection_filters(.vm.as_deref(), .disk.as_deref()))]
+    NoSuchSnapshot {
+        prefix: String,
+        vm: Option<String>,
+        disk: Option<String>,
+    },
     #[error("{0}")]
     Busy(String),
     #[error("invalid {what}: {detail}")]
@@ -83,3 +104,41 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How a snapshot selection was narrowed, for messages: ` (vm db01, disk any)`, or
+/// nothing when it was not.
+pub(crate) fn selection_filters(vm: Option<&str>, disk: Option<&str>) -> String {
+    match (vm, disk) {
+        (None, None) => String::new(),
+        _ => format!(
+            " (vm {}, disk {})",
+            vm.unwrap_or("any"),
+            disk.unwrap_or("any")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_selection_messages() {
+        let ambiguous = StoreError::AmbiguousLatest {
+            vm: None,
+            disk: Some("root".into()),
+            disks: vec!["db01/root".into(), "db02/root".into()],
+        };
+        assert_eq!(
+            ambiguous.to_string(),
+            "invalid snapshot selection: `latest` is ambiguous (vm any, disk root): several \
+             disks match (db01/root, db02/root)"
+        );
+        let missing = StoreError::NoSuchSnapshot {
+            prefix: "ab12".into(),
+            vm: None,
+            disk: None,
+        };
+        assert_eq!(missing.to_string(), "no snapshot ab12");
+    }
+}

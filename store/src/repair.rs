@@ -33,18 +33,15 @@ use crate::backend::BackendError;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::index::{IndexedPack, encode_index};
-use crate::format::pack::{PackEntry, TRAILER_LEN, decode_header, header_len_from_trailer};
-use crate::format::{self, DATA_PREFIX, DecodeError, INDEX_PREFIX};
+use crate::format::{self, INDEX_PREFIX};
 use crate::gc::lease::Lease;
 use crate::repo::Repository;
+use crate::stored_packs::HeaderRead;
 
 /// How long the GC lease lasts between renewals; a repair that dies frees it this late.
 const LEASE_TTL: Duration = Duration::from_secs(15 * 60);
 /// How many pack headers are fetched at once.
 const FETCH_CONCURRENCY: usize = 16;
-/// Bytes read from a pack's end in the first request: enough for the header of a pack
-/// of ~1300 chunks, so nearly every pack needs one request only.
-const TAIL_GUESS: u64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct RepairOptions {
@@ -91,13 +88,6 @@ pub struct RepairReport {
     pub old_index_objects_kept: Vec<DamagedPack>,
 }
 
-/// Outcome of reading one pack's header.
-pub(crate) enum HeaderRead {
-    Ok(Vec<PackEntry>),
-    Damaged(String),
-    Vanished,
-}
-
 impl Repository {
     /// Rebuilds every index object from the pack headers; see the module docs.
     pub async fn repair_index(&self, options: &RepairOptions) -> StoreResult<RepairReport> {
@@ -117,7 +107,7 @@ impl Repository {
     async fn rebuild_index(
         &self,
         options: &RepairOptions,
-        mut lease: Option<&mut Lease>,
+        lease: Option<&mut Lease>,
     ) -> StoreResult<RepairReport> {
         let mut report = RepairReport {
             dry_run: options.dry_run,
@@ -134,13 +124,34 @@ impl Repository {
             .collect();
         report.old_index_objects = old_index.len() as u64;
         let packs: Vec<(ChunkId, u64)> = self
-            .backend()
-            .list(DATA_PREFIX)
+            .list_packs()
             .await?
             .into_iter()
-            .filter_map(|o| format::id_from_key(&o.key).map(|id| (id, o.size)))
+            .map(|p| (p.id, p.size))
             .collect();
+        let damaged = self.index_headers(&packs, options, &mut report).await?;
+        let keep = self
+            .carry_over(&old_index, &damaged, options, &mut report)
+            .await?;
+        // Only now that every new object exists: delete the old ones.
+        self.delete_old_index(&old_index, &keep, lease, &mut report)
+            .await?;
+        if !options.dry_run {
+            // The catalog notices the vanished objects, drops what it learnt from them
+            // and reads the new ones; pending entries of a running backup stay.
+            self.sync_catalog().await?;
+        }
+        Ok(report)
+    }
 
+    /// Reads every pack's header and writes new index objects from them; returns the
+    /// packs whose header is damaged.
+    async fn index_headers(
+        &self,
+        packs: &[(ChunkId, u64)],
+        options: &RepairOptions,
+        report: &mut RepairReport,
+    ) -> StoreResult<HashSet<ChunkId>> {
         let mut batch: Vec<IndexedPack> = Vec::new();
         let mut damaged: HashSet<ChunkId> = HashSet::new();
         let mut reads =
@@ -167,19 +178,28 @@ impl Repository {
                 HeaderRead::Vanished => report.packs_vanished += 1,
             }
             if batch.len() >= options.packs_per_index.max(1) {
-                self.write_rebuilt_index(&mut batch, options, &mut report)
+                self.write_rebuilt_index(&mut batch, options, report)
                     .await?;
             }
         }
         drop(reads);
-        self.write_rebuilt_index(&mut batch, options, &mut report)
+        self.write_rebuilt_index(&mut batch, options, report)
             .await?;
+        Ok(damaged)
+    }
 
-        // Read the old index objects: salvage entries of damaged packs, and learn which
-        // old objects must stay (newer format).
+    /// Reads the old index objects: salvages the entries of `damaged` packs into new
+    /// objects, and returns the old objects that must stay (newer format).
+    async fn carry_over(
+        &self,
+        old_index: &[String],
+        damaged: &HashSet<ChunkId>,
+        options: &RepairOptions,
+        report: &mut RepairReport,
+    ) -> StoreResult<HashSet<String>> {
         let mut keep: HashSet<String> = HashSet::new();
         let mut carried: Vec<IndexedPack> = Vec::new();
-        for key in &old_index {
+        for key in old_index {
             match self.read_index_object(key).await {
                 Ok(listed) => carried.extend(
                     listed
@@ -199,15 +219,25 @@ impl Repository {
             }
             if carried.len() >= options.packs_per_index.max(1) {
                 report.chunks_carried_over += count_entries(&carried);
-                self.write_rebuilt_index(&mut carried, options, &mut report)
+                self.write_rebuilt_index(&mut carried, options, report)
                     .await?;
             }
         }
         report.chunks_carried_over += count_entries(&carried);
-        self.write_rebuilt_index(&mut carried, options, &mut report)
+        self.write_rebuilt_index(&mut carried, options, report)
             .await?;
+        Ok(keep)
+    }
 
-        // Only now that every new object exists: delete the old ones.
+    /// Deletes the old index objects except `keep` (only with a lease: a dry run
+    /// deletes nothing and only counts).
+    async fn delete_old_index(
+        &self,
+        old_index: &[String],
+        keep: &HashSet<String>,
+        mut lease: Option<&mut Lease>,
+        report: &mut RepairReport,
+    ) -> StoreResult<()> {
         for key in old_index.iter().filter(|k| !keep.contains(*k)) {
             if let Some(lease) = lease.as_deref_mut() {
                 lease.keep(self).await?;
@@ -227,12 +257,7 @@ impl Repository {
             }
             report.old_index_objects_deleted += 1;
         }
-        if !options.dry_run {
-            // The catalog notices the vanished objects, drops what it learnt from them
-            // and reads the new ones; pending entries of a running backup stay.
-            self.sync_catalog().await?;
-        }
-        Ok(report)
+        Ok(())
     }
 
     /// Writes `batch` as one new index object (unless it is empty or this is a dry run)
@@ -254,67 +279,6 @@ impl Repository {
         batch.clear();
         Ok(())
     }
-
-    /// Reads and opens one pack's sealed header with (usually) a single ranged GET of
-    /// the pack's tail. Storage errors other than "not found" abort the repair: the
-    /// pack may be fine, and nothing has been deleted yet.
-    pub(crate) async fn read_pack_header(
-        &self,
-        pack: &ChunkId,
-        size: u64,
-    ) -> StoreResult<HeaderRead> {
-        let key = format::pack_key(pack);
-        let damaged = |e: DecodeError| Ok(HeaderRead::Damaged(e.to_string()));
-        if size < TRAILER_LEN as u64 {
-            return Ok(HeaderRead::Damaged(format!(
-                "only {size} bytes, shorter than the {TRAILER_LEN}-byte trailer"
-            )));
-        }
-        let tail_len = size.min(TAIL_GUESS);
-        let tail = match self
-            .backend()
-            .get_range(&key, size - tail_len, tail_len)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Ok(HeaderRead::Vanished),
-            Err(e) => return Err(e.into()),
-        };
-        if (tail.len() as u64) < tail_len {
-            return Ok(HeaderRead::Damaged(format!(
-                "shorter than listed ({} of {tail_len} tail bytes readable)",
-                tail.len()
-            )));
-        }
-        let header_len = match header_len_from_trailer(&tail[tail.len() - TRAILER_LEN..]) {
-            Ok(n) => n as u64,
-            Err(e) => return damaged(e),
-        };
-        let needed = header_len + TRAILER_LEN as u64;
-        if needed > size {
-            return Ok(HeaderRead::Damaged(format!(
-                "trailer names a {header_len}-byte header, but the pack has only {size} bytes"
-            )));
-        }
-        let sealed = if needed <= tail_len {
-            tail.slice((tail_len - needed) as usize..tail.len() - TRAILER_LEN)
-        } else {
-            match self
-                .backend()
-                .get_range(&key, size - needed, header_len)
-                .await
-            {
-                Ok(b) if b.len() as u64 == header_len => b,
-                Ok(_) => return Ok(HeaderRead::Damaged("shorter than listed".into())),
-                Err(e) if e.is_not_found() => return Ok(HeaderRead::Vanished),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        match decode_header(self.keys(), &sealed, size) {
-            Ok(entries) => Ok(HeaderRead::Ok(entries)),
-            Err(e) => damaged(e),
-        }
-    }
 }
 
 fn count_entries(packs: &[IndexedPack]) -> u64 {
@@ -327,10 +291,11 @@ mod tests {
 
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::format::DATA_PREFIX;
     use crate::format::blob::seal_chunk;
-    use crate::format::pack::PackBuilder;
+    use crate::format::pack::{PackBuilder, TRAILER_LEN};
+    use crate::keys::slot::KdfParams;
     use crate::keys::{InitOptions, init_repository};
-    use crate::keyslot::KdfParams;
 
     const CHEAP: KdfParams = KdfParams {
         m_cost_kib: 1024,

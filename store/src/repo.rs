@@ -1,35 +1,27 @@
 //! An open repository: backend + keys + config + catalog, and the operations every
-//! command is built from (upload a pack, write an index, commit a manifest, read back).
+//! command is built from (upload a pack, write an index, read back). Committing a
+//! manifest is in `commit.rs`, catalog sync in `catalog_sync.rs`: both consult the
+//! prune guard, which is built on this module.
 //!
 //! Write order is what makes crashes harmless: packs first, then the index objects
 //! that list them, then the manifest. An interruption at any point leaves at worst
 //! unreferenced packs or index entries — wasted space, never a snapshot with holes.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-
-use futures::StreamExt;
 
 use crate::backend::Backend;
 use crate::backend::locking::LockingBackend;
 use crate::catalog::Catalog;
 use crate::crypto::{ChunkId, MasterKey, RepoKeys};
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, selection_filters};
 use crate::format::config::RepoConfig;
 use crate::format::index::{IndexedPack, decode_index, encode_index};
 use crate::format::manifest::{Manifest, SnapshotMeta};
 use crate::format::pack::FinishedPack;
-use crate::format::{self, CONFIG_KEY, INDEX_PREFIX, MARKER_KEY, Marker, SNAPSHOTS_PREFIX};
-
-/// How many objects the catalog sync fetches at once.
-const SYNC_CONCURRENCY: usize = 16;
-/// Memory the index sync may hold at once, in MiB (a sealed object is counted three
-/// times over: the download, the plaintext and the decoded entries).
-const SYNC_BUDGET_MIB: usize = 192;
+use crate::format::{self, CONFIG_KEY, MARKER_KEY, Marker};
 
 /// A snapshot as listed by `snapshots`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,32 +34,6 @@ pub struct SnapshotSummary {
 impl SnapshotSummary {
     pub fn short_id(&self) -> &str {
         &self.id[..8]
-    }
-}
-
-/// Objects the catalog sync could not use.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct SyncReport {
-    /// `(object key, what is wrong)`.
-    pub damaged: Vec<(String, String)>,
-    /// Snapshots this catalog knew whose manifests are gone: forgotten by another
-    /// host, or deleted or lost. `(snapshot id, "vm/disk at time")`.
-    pub vanished: Vec<(String, String)>,
-}
-
-impl SyncReport {
-    /// Records a damaged or vanished object; other errors (network, catalog) abort.
-    fn note(&mut self, key: String, result: StoreResult<()>) -> StoreResult<()> {
-        match result {
-            Ok(()) => Ok(()),
-            Err(e @ StoreError::Corrupt { .. }) | Err(e @ StoreError::UnsupportedFormat { .. }) => {
-                tracing::warn!("skipping {key}: {e}");
-                self.damaged.push((key, e.to_string()));
-                Ok(())
-            }
-            Err(StoreError::Backend(e)) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 
@@ -276,71 +242,8 @@ impl Repository {
         Ok(id)
     }
 
-    /// Commits a snapshot. Callers must have uploaded and indexed all its chunks first.
-    pub async fn commit_snapshot(&self, manifest: &Manifest) -> StoreResult<SnapshotSummary> {
-        use crate::gc::guard;
-        let checked = guard::before_commit(self, manifest).await?;
-        let id = ChunkId::random();
-        let key = format::snapshot_key(&id);
-        let encoded = manifest.encode();
-        let upload = self.put_sealed(&key, &encoded);
-        match checked.must_land_by() {
-            // Relying on condemned data: an upload still running at the plan's deadline
-            // is abandoned (and withdrawn, should it land after all).
-            Some(deadline) => {
-                let left = deadline.saturating_sub(crate::gc::unix_now());
-                match tokio::time::timeout(Duration::from_secs(left), upload).await {
-                    Ok(uploaded) => uploaded?,
-                    Err(_) => {
-                        self.withdraw(&key).await;
-                        return Err(StoreError::GcConflict {
-                            detail: "the snapshot upload did not finish before the \
-                                     deadline of a prune: data it reuses is being \
-                                     garbage-collected"
-                                .into(),
-                        });
-                    }
-                }
-            }
-            None => upload.await?,
-        }
-        let written_at = crate::gc::unix_now();
-        match guard::after_commit(self, manifest, checked, written_at).await {
-            Ok(()) => {}
-            Err(e @ StoreError::GcConflict { .. }) => {
-                // A sweep may have missed this manifest: it must not stay.
-                self.withdraw(&key).await;
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "snapshot {key} was written but could not be confirmed against \
-                     concurrent prunes ({e}); `lifeboat verify` checks it"
-                );
-                return Err(e);
-            }
-        }
-        let summary = SnapshotSummary {
-            id: id.to_hex(),
-            meta: manifest.meta.clone(),
-        };
-        self.record_snapshot(&summary).await?;
-        Ok(summary)
-    }
-
-    /// Deletes a manifest whose commit was refused after it was written. Unconfirmed
-    /// is refused: withdrawn, it never existed for anyone who did not list it in these
-    /// few moments.
-    async fn withdraw(&self, key: &str) {
-        if let Err(e) = self.backend.delete(key).await {
-            tracing::error!(
-                "could not withdraw unconfirmed snapshot {key} ({e}); `lifeboat verify` \
-                 reports it if its data was collected; forget it then"
-            );
-        }
-    }
-
-    async fn record_snapshot(&self, s: &SnapshotSummary) -> StoreResult<()> {
+    /// Records a committed snapshot in the catalog.
+    pub(crate) async fn record_snapshot(&self, s: &SnapshotSummary) -> StoreResult<()> {
         let meta = serde_json::to_string(&s.meta).expect("snapshot metadata serialises");
         let (id, vm, disk, time) = (
             s.id.clone(),
@@ -365,104 +268,6 @@ impl Repository {
     pub async fn read_index_object(&self, key: &str) -> StoreResult<Vec<IndexedPack>> {
         let plain = self.get_sealed(key).await?;
         decode_index(&plain).map_err(|e| StoreError::decode(key, e))
-    }
-
-    /// Brings the catalog up to date with the repository's index objects and
-    /// manifests. Cheap when nothing changed: two LISTs. Damaged objects are skipped
-    /// (and reported), so one bad object does not stop restores of everything else.
-    pub async fn sync_catalog(&self) -> StoreResult<SyncReport> {
-        // Plans first: they make the catalog forget condemned packs, and an index
-        // object that lists a pack again (resurrection) must win over that.
-        crate::gc::guard::sync_plans(self).await?;
-        let objects: Vec<(String, u64)> = self
-            .backend
-            .list(INDEX_PREFIX)
-            .await?
-            .into_iter()
-            .filter(|o| format::id_from_key(&o.key).is_some())
-            .map(|o| (o.key, o.size))
-            .collect();
-        let sizes: std::collections::HashMap<String, u64> = objects.iter().cloned().collect();
-        let listed: Vec<String> = objects.into_iter().map(|(k, _)| k).collect();
-        let known = self.with_catalog(|c| c.index_objects()).await?;
-        let listed_set: HashSet<&String> = listed.iter().collect();
-        let mut known_set: HashSet<String> = known.iter().cloned().collect();
-        if known.iter().any(|k| !listed_set.contains(k)) {
-            // Index objects disappeared (prune, repair): start over from what exists.
-            self.with_catalog(|c| c.reset_index()).await?;
-            known_set.clear();
-        }
-        let missing = listed.into_iter().filter(|k| !known_set.contains(k));
-        let mut report = SyncReport::default();
-        // Index objects from a prune hold up to a million entries each (~50 MiB, more
-        // once decoded): bound the bytes in flight, not just the number of requests.
-        let budget = tokio::sync::Semaphore::new(SYNC_BUDGET_MIB);
-        let (budget, sizes) = (&budget, &sizes);
-        let results: Vec<(String, StoreResult<()>)> =
-            futures::stream::iter(missing.map(|key| async move {
-                let mib = sizes.get(&key).map_or(1, |s| s.div_ceil(1 << 20) * 3);
-                let permits = mib.clamp(1, SYNC_BUDGET_MIB as u64) as u32;
-                let _held = budget.acquire_many(permits).await.expect("never closed");
-                let result = async {
-                    let packs = self.read_index_object(&key).await?;
-                    let name = key.clone();
-                    self.with_catalog(move |c| c.add_index_object(&name, &packs))
-                        .await
-                }
-                .await;
-                (key, result)
-            }))
-            .buffer_unordered(SYNC_CONCURRENCY)
-            .collect()
-            .await;
-        for (key, result) in results {
-            report.note(key, result)?;
-        }
-        self.sync_snapshots(&mut report).await?;
-        Ok(report)
-    }
-
-    async fn sync_snapshots(&self, report: &mut SyncReport) -> StoreResult<()> {
-        let listed: HashSet<String> = self
-            .backend
-            .list(SNAPSHOTS_PREFIX)
-            .await?
-            .into_iter()
-            .filter_map(|o| format::id_from_key(&o.key).map(|id| id.to_hex()))
-            .collect();
-        let known = self.with_catalog(|c| c.snapshots()).await?;
-        for (id, meta) in &known {
-            if !listed.contains(id) {
-                let what = serde_json::from_str::<SnapshotMeta>(meta)
-                    .map(|m| format!("{}/{} at {}", m.vm, m.disk, m.time))
-                    .unwrap_or_default();
-                report.vanished.push((id.clone(), what));
-                let id = id.clone();
-                self.with_catalog(move |c| c.remove_snapshot(&id)).await?;
-            }
-        }
-        let known: HashSet<String> = known.into_iter().map(|(id, _)| id).collect();
-        let new = listed.iter().filter(|id| !known.contains(*id));
-        let results: Vec<(String, StoreResult<()>)> =
-            futures::stream::iter(new.map(|id| async move {
-                let result = async {
-                    let manifest = self.read_manifest(id).await?;
-                    self.record_snapshot(&SnapshotSummary {
-                        id: id.clone(),
-                        meta: manifest.meta,
-                    })
-                    .await
-                }
-                .await;
-                (format!("{SNAPSHOTS_PREFIX}{id}"), result)
-            }))
-            .buffer_unordered(SYNC_CONCURRENCY)
-            .collect()
-            .await;
-        for (key, result) in results {
-            report.note(key, result)?;
-        }
-        Ok(())
     }
 
     /// Forgets a snapshot: deletes its manifest (`snapshots/<id>`) and its catalog
@@ -506,38 +311,30 @@ impl Repository {
             .filter(|s| disk.is_none_or(|d| s.meta.disk == d))
             .filter(|s| spec == "latest" || s.id.starts_with(spec))
             .collect();
-        let filters = match (vm, disk) {
-            (None, None) => String::new(),
-            _ => format!(
-                " (vm {}, disk {})",
-                vm.unwrap_or("any"),
-                disk.unwrap_or("any")
-            ),
-        };
         if spec == "latest" {
             let disks: std::collections::BTreeSet<(&str, &str)> = matching
                 .iter()
                 .map(|s| (s.meta.vm.as_str(), s.meta.disk.as_str()))
                 .collect();
             if disks.len() > 1 {
-                let names: Vec<String> = disks.iter().map(|(v, d)| format!("{v}/{d}")).collect();
-                return Err(StoreError::Invalid {
-                    what: "snapshot selection".into(),
-                    detail: format!(
-                        "`latest` is ambiguous{filters}: several disks match ({}); add --vm and --disk",
-                        names.join(", ")
-                    ),
+                return Err(StoreError::AmbiguousLatest {
+                    vm: vm.map(str::to_string),
+                    disk: disk.map(str::to_string),
+                    disks: disks.iter().map(|(v, d)| format!("{v}/{d}")).collect(),
                 });
             }
+            let filters = selection_filters(vm, disk);
             return matching
                 .into_iter()
                 .max_by(|a, b| a.meta.time.cmp(&b.meta.time))
                 .ok_or_else(|| StoreError::NotFound(format!("no snapshots{filters}")));
         }
         match matching.len() {
-            0 => Err(StoreError::NotFound(format!(
-                "no snapshot {spec}{filters}; list them with `lifeboat snapshots`"
-            ))),
+            0 => Err(StoreError::NoSuchSnapshot {
+                prefix: spec.to_string(),
+                vm: vm.map(str::to_string),
+                disk: disk.map(str::to_string),
+            }),
             1 => Ok(matching.into_iter().next().expect("one element")),
             n => Err(StoreError::Invalid {
                 what: "snapshot id".into(),

@@ -16,7 +16,7 @@ use lifeboat_store::format::config::{ChunkerParams, Immutability, RepoConfig};
 use lifeboat_store::format::index::{IndexedPack, decode_index, encode_index};
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::{PackBuilder, encode_header, parse_header};
-use lifeboat_store::keyslot::{KdfParams, create_slot, parse_slot};
+use lifeboat_store::keys::slot::{KdfParams, create_slot, parse_slot};
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds")

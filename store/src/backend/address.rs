@@ -1,10 +1,7 @@
-//! Parsing repository addresses (`/path`, `file:///path`, `s3://bucket/prefix?endpoint=…`)
-//! and opening the matching backend.
+//! Parsing repository addresses (`/path`, `file:///path`, `s3://bucket/prefix?endpoint=…`),
+//! and the options network backends take.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use super::{Backend, BackendError, local::LocalBackend};
 
 /// Where a repository lives, parsed from `-r/--repo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,26 +115,6 @@ impl std::fmt::Debug for BackendOptions {
             .field("credentials", &self.credentials)
             .finish()
     }
-}
-
-pub async fn open_backend(
-    address: &RepoAddress,
-    options: &BackendOptions,
-) -> Result<Arc<dyn Backend>, BackendError> {
-    Ok(match address {
-        RepoAddress::Local(path) => Arc::new(LocalBackend::new(path.clone())),
-        #[cfg(feature = "s3")]
-        RepoAddress::S3(s3) => Arc::new(super::s3::S3Backend::connect(s3, options).await?),
-        #[cfg(not(feature = "s3"))]
-        RepoAddress::S3(_) => {
-            let _ = options;
-            return Err(BackendError::Io {
-                what: "opening an S3 repository".into(),
-                detail: "this build of the store has no S3 support (feature `s3`)".into(),
-                retryable: false,
-            });
-        }
-    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::{Backend, BackendError, BackendResult, ObjectInfo};
+use super::error::{BackendError, BackendResult};
+use super::object_store::{Backend, ObjectInfo};
 
 #[derive(Debug, Clone)]
 pub struct LocalBackend {

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendResult, LockMode, ObjectInfo, ObjectLock};
+use super::error::BackendResult;
+use super::object_store::{Backend, LockMode, ObjectInfo, ObjectLock};
 use crate::format::{DATA_PREFIX, INDEX_PREFIX, SNAPSHOTS_PREFIX};
 
 /// Which keys carry history and so get locked.

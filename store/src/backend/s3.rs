@@ -24,8 +24,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::address::{BackendOptions, S3Address};
+use super::error::{BackendError, BackendResult};
+use super::object_store::{Backend, ObjectInfo, ObjectLock};
 use super::s3_client;
-use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectLock};
+use super::s3_text::{clean_endpoint, describe, io, status};
 
 /// Larger bodies go multipart: a single PUT must be resent whole after any failure, and
 /// one slow 64 MiB request already needs most of the attempt timeout on a modest uplink.
@@ -404,8 +406,6 @@ impl S3Backend {
         }
     }
 }
-
-use super::s3_text::{clean_endpoint, describe, io, status};
 
 #[async_trait]
 impl Backend for S3Backend {

@@ -14,9 +14,10 @@ use aws_sdk_s3::types::ObjectLockRetentionMode;
 use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode, ObjectLockRetention};
 use bytes::Bytes;
 
+use super::error::{BackendError, BackendResult};
+use super::object_store::{LockMode, ObjectLock};
 use super::s3::S3Backend;
 use super::s3_text::status;
-use super::{BackendError, BackendResult, LockMode, ObjectLock};
 
 /// What HEAD says about an object's version and lock.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
 use bytes::Bytes;
 
+use super::error::{BackendError, BackendResult};
 use super::s3::S3Backend;
 use super::s3_text::{describe, io, status};
-use super::{BackendError, BackendResult};
 
 /// Reads of a GET body that broke off mid-transfer, in all (see `get_object`).
 const BODY_ATTEMPTS: u32 = 4;

@@ -4,7 +4,7 @@
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
 
-use super::BackendError;
+use super::error::BackendError;
 
 pub(super) fn io(what: String, detail: impl Into<String>, retryable: bool) -> BackendError {
     let detail = detail.into();

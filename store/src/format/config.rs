@@ -157,10 +157,9 @@ impl RepoConfig {
                 config.compression_level
             )));
         }
-        let (lo, hi) = (crate::keys::MIN_PACK_SIZE, crate::keys::MAX_PACK_SIZE);
-        if !(lo..=hi).contains(&config.pack_size) {
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&config.pack_size) {
             return Err(invalid(format!(
-                "pack size {} is outside {lo}..={hi} bytes",
+                "pack size {} is outside {MIN_PACK_SIZE}..={MAX_PACK_SIZE} bytes",
                 config.pack_size
             )));
         }
@@ -171,6 +170,9 @@ impl RepoConfig {
 pub const DEFAULT_ZERO_RUN_MIN: u32 = 64 * 1024;
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Packs smaller than this make too many requests; larger ones cost memory per upload.
+pub const MIN_PACK_SIZE: u32 = 512 * 1024;
+pub const MAX_PACK_SIZE: u32 = 256 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -25,10 +25,10 @@ use crate::format::gc::{Done, GC_PREFIX, GcKey, Plan, classify_gc_key};
 use crate::format::index::IndexedPack;
 use crate::format::manifest::{Extent, Manifest};
 use crate::format::{self};
-use crate::repair::HeaderRead;
 use crate::repo::Repository;
+use crate::stored_packs::HeaderRead;
 
-use super::unix_now;
+use super::clock::unix_now;
 
 /// Every plan and completion record in the repository.
 pub(crate) async fn list_gc_keys(repo: &Repository) -> StoreResult<Vec<GcKey>> {

@@ -19,7 +19,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::format::gc::{LeaseRecord, lease_generation, lease_key};
 use crate::repo::{Repository, hostname};
 
-use super::unix_now;
+use super::clock::unix_now;
 
 #[derive(Debug)]
 pub struct Lease {

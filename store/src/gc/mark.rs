@@ -7,19 +7,21 @@
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::backend::BackendError;
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::gc::{Plan, PlanMeta, plan_key};
 use crate::format::index::IndexedPack;
 use crate::format::pack::{PackBuilder, PackEntry};
 use crate::format::{self, blob::open_chunk};
-use crate::repair::HeaderRead;
 use crate::repo::{Repository, hostname, now_rfc3339};
+use crate::stored_packs::HeaderRead;
 
 use super::guard::record_plan;
 use super::lease::Lease;
-use super::work::{Orphan, PackUse, WorkSet};
-use super::{MarkReport, PruneOptions};
+use super::options::PruneOptions;
+use super::report::MarkReport;
+use super::working_set::{Orphan, PackUse, WorkSet};
 
 /// Entries per plan or index object (48 bytes each: objects stay under ~50 MiB).
 const ENTRIES_PER_OBJECT: usize = 1_000_000;
@@ -40,6 +42,46 @@ pub(super) async fn mark(
     report: &mut MarkReport,
     phase: &(dyn Fn(&str) + Sync),
 ) -> StoreResult<()> {
+    let verdicts = classify(repo, work, opts, now, report).await?;
+    phase("collecting the condemned packs' entries");
+    let mut condemned: Vec<IndexedPack> = Vec::new();
+    for pack in verdicts.condemn {
+        let entries = work.run(move |w| w.pack_entries(&pack, false)).await?;
+        condemned.push(IndexedPack { pack, entries });
+    }
+    condemned.extend(old_orphans(repo, work, opts.grace.as_secs(), now, report).await?);
+    if !opts.dry_run {
+        if !verdicts.repack.is_empty() {
+            phase("repacking");
+        }
+        for pack in verdicts.repack {
+            lease.keep(repo).await?;
+            if let Some(old) = repack(repo, work, pack, report).await? {
+                condemned.push(old);
+            }
+        }
+    } else {
+        report.repacked_packs = verdicts.repack.len() as u64;
+    }
+    report.condemned_packs = condemned.len() as u64;
+    if opts.dry_run || condemned.is_empty() {
+        return Ok(());
+    }
+    phase("writing plans");
+    write_plans(repo, lease, opts, now, condemned, report).await?;
+    phase("rewriting the index");
+    rewrite_index(repo, work, lease, report).await
+}
+
+/// Sorts the indexed packs into those to condemn (no live chunk, old enough) and
+/// those to repack (mostly garbage), counting the ones left alone and why.
+async fn classify(
+    repo: &Repository,
+    work: &WorkSet,
+    opts: &PruneOptions,
+    now: u64,
+    report: &mut MarkReport,
+) -> StoreResult<Verdicts> {
     let lock_period = repo.config().immutability.map(|i| i.period_secs);
     let (grace, repack_below) = (opts.grace.as_secs(), opts.repack_below);
     let (verdicts, counts) = work
@@ -81,13 +123,19 @@ pub(super) async fn mark(
     report.repack_skipped_locked = counts.repack_skipped_locked;
     report.locked_packs = counts.locked_packs;
     report.condemned_bytes = counts.condemned_bytes;
+    Ok(verdicts)
+}
 
-    phase("collecting the condemned packs' entries");
-    let mut condemned: Vec<IndexedPack> = Vec::new();
-    for pack in verdicts.condemn {
-        let entries = work.run(move |w| w.pack_entries(&pack, false)).await?;
-        condemned.push(IndexedPack { pack, entries });
-    }
+/// Packs no index lists that are older than the grace period, with whatever entries
+/// their headers give (none if unreadable): condemned like the rest.
+async fn old_orphans(
+    repo: &Repository,
+    work: &WorkSet,
+    grace: u64,
+    now: u64,
+    report: &mut MarkReport,
+) -> StoreResult<Vec<IndexedPack>> {
+    let mut condemned = Vec::new();
     let orphans = work.run(|w| w.orphans()).await?;
     for o in orphans {
         if o.mtime.is_none_or(|m| now.saturating_sub(m) < grace) {
@@ -108,27 +156,7 @@ pub(super) async fn mark(
             entries,
         });
     }
-    if !opts.dry_run {
-        if !verdicts.repack.is_empty() {
-            phase("repacking");
-        }
-        for pack in verdicts.repack {
-            lease.keep(repo).await?;
-            if let Some(old) = repack(repo, work, pack, report).await? {
-                condemned.push(old);
-            }
-        }
-    } else {
-        report.repacked_packs = verdicts.repack.len() as u64;
-    }
-    report.condemned_packs = condemned.len() as u64;
-    if opts.dry_run || condemned.is_empty() {
-        return Ok(());
-    }
-    phase("writing plans");
-    write_plans(repo, lease, opts, now, condemned, report).await?;
-    phase("rewriting the index");
-    rewrite_index(repo, work, lease, report).await
+    Ok(condemned)
 }
 
 /// Copies the live chunks of a mostly-dead pack into new packs. Returns the old pack
@@ -276,7 +304,7 @@ async fn rewrite_index(
         lease.keep(repo).await?;
         match repo.backend().delete(&key).await {
             Ok(()) => gone.push(key),
-            Err(crate::BackendError::Locked { key, until }) => {
+            Err(BackendError::Locked { key, until }) => {
                 report.locked_skipped.push((key, until));
             }
             Err(e) => return Err(e.into()),

@@ -12,129 +12,41 @@
 //! condemned, and a backup that reused a condemned pack must commit before the plan's
 //! deadline or is refused ([`guard`]). One prune at a time is enforced by a lease
 //! taken with an S3 conditional write ([`lease`]), which expires if its holder dies.
-//! Everything big lives in SQLite ([`work`]), so memory does not grow with the
+//! Everything big lives in SQLite ([`working_set`]), so memory does not grow with the
 //! repository.
 //!
 //! Object Lock: locked objects are never deleted (the backend reports them and prune
 //! lists them as skipped), and packs and manifests still in use get their locks
-//! extended ([`retention`]).
+//! extended ([`lock_extension`]).
 
+pub(crate) mod clock;
 pub(crate) mod guard;
 pub mod lease;
+mod lock_extension;
 mod mark;
-mod retention;
+mod options;
+mod report;
 mod sweep;
-mod work;
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod working_set;
 
 use futures::StreamExt;
-use serde::Serialize;
 
 use crate::crypto::ChunkId;
 use crate::error::{StoreError, StoreResult};
 use crate::format::manifest::Extent;
-use crate::format::{self, DATA_PREFIX, SNAPSHOTS_PREFIX};
+use crate::format::{self, SNAPSHOTS_PREFIX};
 use crate::repo::Repository;
 
+use clock::{unix_now, unix_secs};
 use lease::Lease;
-use work::WorkSet;
+use working_set::WorkSet;
+
+pub use clock::unix_time_now;
+pub use options::PruneOptions;
+pub use report::{MarkReport, PruneReport, SweepReport};
 
 /// Manifests read at once while building the live set.
 const MANIFEST_READS: usize = 4;
-
-/// The current time in unix seconds, as plan deadlines are written.
-pub fn unix_time_now() -> u64 {
-    unix_now()
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-#[derive(Debug, Clone)]
-pub struct PruneOptions {
-    /// How long condemned data waits before deletion, and how old a pack must be to
-    /// be condemned at all. Must exceed the longest backup run.
-    pub grace: Duration,
-    /// Repack packs whose live bytes are below this fraction of their size.
-    pub repack_below: f64,
-    /// How long the GC lease lasts without renewal.
-    pub lease_ttl: Duration,
-    /// Decide and report, change nothing.
-    pub dry_run: bool,
-}
-
-impl Default for PruneOptions {
-    fn default() -> Self {
-        Self {
-            grace: Duration::from_secs(24 * 3600),
-            repack_below: 0.5,
-            lease_ttl: Duration::from_secs(15 * 60),
-            dry_run: false,
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct SweepReport {
-    pub plans_swept: u64,
-    /// Plans whose grace period is not over yet.
-    pub waiting_plans: u64,
-    /// Unix seconds when the earliest waiting plan can be swept.
-    pub next_sweep_after: Option<u64>,
-    pub deleted_packs: u64,
-    pub freed_bytes: u64,
-    /// Condemned packs a snapshot committed since the mark turned out to use.
-    pub resurrected: u64,
-    /// Condemned packs an index lists again.
-    pub kept_indexed: u64,
-    /// `(key, locked until)` of objects Object Lock kept.
-    pub locked_skipped: Vec<(String, String)>,
-    pub unreadable_plans: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct MarkReport {
-    pub condemned_packs: u64,
-    pub condemned_bytes: u64,
-    /// Packs in the bucket that no index lists (left by killed backups).
-    pub orphan_packs: u64,
-    /// Packs younger than the grace period, untouched.
-    pub young_packs: u64,
-    pub repacked_packs: u64,
-    pub repacked_bytes: u64,
-    pub repack_skipped_locked: u64,
-    /// Unused packs left for a later prune: Object Lock holds them past the sweep.
-    pub locked_packs: u64,
-    pub repack_skipped_damaged: u64,
-    /// Packs the index lists that are not in the bucket.
-    pub missing_packs: u64,
-    pub plans: Vec<String>,
-    pub index_written: u64,
-    pub index_deleted: u64,
-    pub locked_skipped: Vec<(String, String)>,
-}
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct PruneReport {
-    pub dry_run: bool,
-    pub snapshots: u64,
-    pub live_chunks: u64,
-    /// Chunks some snapshot references that the repository does not have.
-    pub missing_chunks: u64,
-    pub sweep: SweepReport,
-    pub mark: MarkReport,
-    /// Objects whose Object Lock was extended because they are still in use.
-    pub locks_extended: u64,
-    pub grace_secs: u64,
-}
 
 /// Runs one garbage collection: sweep what is ripe, then mark what is garbage now.
 /// `phase` is told what is happening, for progress output.
@@ -189,7 +101,7 @@ async fn run(
     mark::mark(repo, &work, lease, opts, now, &mut report.mark, phase).await?;
     if !opts.dry_run && repo.config().immutability.is_some() {
         phase("extending Object Lock on data still in use");
-        report.locks_extended = retention::extend_locks(repo, &work, lease).await?;
+        report.locks_extended = lock_extension::extend_locks(repo, &work, lease).await?;
     }
     phase("done");
     Ok(report)
@@ -243,14 +155,10 @@ async fn build_live_set(repo: &Repository, work: &WorkSet, lease: &mut Lease) ->
 
 async fn list_packs(repo: &Repository, work: &WorkSet) -> StoreResult<()> {
     let packs: Vec<(ChunkId, u64, Option<u64>)> = repo
-        .backend()
-        .list(DATA_PREFIX)
+        .list_packs()
         .await?
         .into_iter()
-        .filter_map(|o| {
-            let id = format::id_from_key(&o.key)?;
-            Some((id, o.size, o.modified.map(unix_secs)))
-        })
+        .map(|p| (p.id, p.size, p.modified.map(unix_secs)))
         .collect();
     work.run(move |w| w.add_packs(&packs)).await
 }

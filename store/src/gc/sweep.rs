@@ -16,16 +16,18 @@
 //! The completion record (`gc/<id>.done`) lists what was really deleted, so backups
 //! whose catalog still points there refuse to commit.
 
+use crate::backend::BackendError;
+use crate::crypto::ChunkId;
 use crate::error::StoreResult;
 use crate::format::gc::{Done, DoneMeta, GcKey, done_key};
 use crate::format::index::IndexedPack;
 use crate::format::{self};
 use crate::repo::{Repository, hostname, now_rfc3339};
 
-use super::SweepReport;
 use super::guard::{list_gc_keys, read_plan, record_done};
 use super::lease::Lease;
-use super::work::WorkSet;
+use super::report::SweepReport;
+use super::working_set::WorkSet;
 
 /// Sweeps every plan whose grace period ended before `now` (the time taken before
 /// this run listed the manifests).
@@ -88,11 +90,57 @@ async fn sweep_plan(
     dry_run: bool,
     report: &mut SweepReport,
 ) -> StoreResult<()> {
-    let mut resurrect = Vec::new();
-    let mut delete = Vec::new();
-    // Deleted before (a sweep that stopped before writing its record): recorded as
-    // deleted, whatever an old index object still says about them.
-    let mut gone = Vec::new();
+    let judged = judge(repo, work, condemned, report).await?;
+    report.resurrected += judged.resurrect.len() as u64;
+    if dry_run {
+        report.deleted_packs += judged.delete.len() as u64;
+        return Ok(());
+    }
+    reindex(repo, judged.resurrect).await?;
+    let mut deleted = judged.gone;
+    let locked = delete_packs(repo, work, lease, judged.delete, &mut deleted, report).await?;
+    // A pack that stays must stay findable: a backup whose catalog still has it may
+    // rely on it, and the completion record will call it "not deleted", i.e. safe.
+    reindex(repo, locked).await?;
+    let record = Done {
+        meta: DoneMeta {
+            swept: now_rfc3339(),
+            host: hostname(),
+        },
+        deleted: deleted.clone(),
+    };
+    repo.put_sealed(&done_key(key), &record.encode()).await?;
+    let plan = key.to_string();
+    let gone = deleted.clone();
+    repo.with_catalog(move |c| record_done(c, &plan, &gone))
+        .await?;
+    work.run(move |w| w.remove_packs(&deleted)).await?;
+    report.plans_swept += 1;
+    Ok(())
+}
+
+/// A plan's condemned packs, sorted by what the sweep does with them.
+struct Judged {
+    resurrect: Vec<IndexedPack>,
+    delete: Vec<IndexedPack>,
+    /// Deleted before (a sweep that stopped before writing its record): recorded as
+    /// deleted, whatever an old index object still says about them.
+    gone: Vec<ChunkId>,
+}
+
+/// Decides each condemned pack's fate (see the module docs for the order); packs an
+/// index lists again are only counted.
+async fn judge(
+    repo: &Repository,
+    work: &WorkSet,
+    condemned: Vec<IndexedPack>,
+    report: &mut SweepReport,
+) -> StoreResult<Judged> {
+    let mut judged = Judged {
+        resurrect: Vec::new(),
+        delete: Vec::new(),
+        gone: Vec::new(),
+    };
     for p in condemned {
         let (listed, verdict) = work
             .run({
@@ -119,22 +167,27 @@ async fn sweep_plan(
                 .await?
                 .is_none()
         {
-            gone.push(p.pack);
+            judged.gone.push(p.pack);
             continue;
         }
         match verdict {
             Verdict::Indexed => report.kept_indexed += 1,
-            Verdict::Needed => resurrect.push(p),
-            Verdict::Garbage => delete.push(p),
+            Verdict::Needed => judged.resurrect.push(p),
+            Verdict::Garbage => judged.delete.push(p),
         }
     }
-    report.resurrected += resurrect.len() as u64;
-    if dry_run {
-        report.deleted_packs += delete.len() as u64;
-        return Ok(());
-    }
-    reindex(repo, resurrect).await?;
-    let mut deleted = gone;
+    Ok(judged)
+}
+
+/// Deletes garbage packs (adding them to `deleted`); returns those Object Lock kept.
+async fn delete_packs(
+    repo: &Repository,
+    work: &WorkSet,
+    lease: &mut Lease,
+    delete: Vec<IndexedPack>,
+    deleted: &mut Vec<ChunkId>,
+    report: &mut SweepReport,
+) -> StoreResult<Vec<IndexedPack>> {
     let mut locked = Vec::new();
     for p in delete {
         lease.keep(repo).await?;
@@ -147,31 +200,14 @@ async fn sweep_plan(
                 report.freed_bytes += size.unwrap_or(0);
                 deleted.push(pack);
             }
-            Err(crate::BackendError::Locked { key, until }) => {
+            Err(BackendError::Locked { key, until }) => {
                 report.locked_skipped.push((key, until));
                 locked.push(p);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    // A pack that stays must stay findable: a backup whose catalog still has it may
-    // rely on it, and the completion record will call it "not deleted", i.e. safe.
-    reindex(repo, locked).await?;
-    let record = Done {
-        meta: DoneMeta {
-            swept: now_rfc3339(),
-            host: hostname(),
-        },
-        deleted: deleted.clone(),
-    };
-    repo.put_sealed(&done_key(key), &record.encode()).await?;
-    let plan = key.to_string();
-    let gone = deleted.clone();
-    repo.with_catalog(move |c| record_done(c, &plan, &gone))
-        .await?;
-    work.run(move |w| w.remove_packs(&deleted)).await?;
-    report.plans_swept += 1;
-    Ok(())
+    Ok(locked)
 }
 
 /// Lists packs in a new index object again (resurrected, or kept by Object Lock).

@@ -14,7 +14,7 @@ use lifeboat_store::backend::{BackendError, BackendResult, ObjectInfo};
 use lifeboat_store::format::blob::seal_chunk;
 use lifeboat_store::format::manifest::{Extent, Manifest, SnapshotMeta};
 use lifeboat_store::format::pack::PackBuilder;
-use lifeboat_store::keyslot::KdfParams;
+use lifeboat_store::keys::slot::KdfParams;
 use lifeboat_store::{Backend, ChunkId, InitOptions, Repository, init_repository, open_repository};
 
 pub const FAST_KDF: KdfParams = KdfParams {

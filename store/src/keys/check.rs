@@ -9,10 +9,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::slot::parse_slot;
+use super::stored::{SlotLabel, StoredSlot, label_aad, slot_digest};
 use crate::error::StoreResult;
 use crate::format::KEYS_PREFIX;
-use crate::keys::{SlotLabel, StoredSlot, label_aad, slot_digest};
-use crate::keyslot::parse_slot;
 use crate::repo::Repository;
 
 /// A key slot that is damaged, and what is wrong with it.

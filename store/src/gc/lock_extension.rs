@@ -16,9 +16,9 @@ use crate::error::StoreResult;
 use crate::format::{self, SNAPSHOTS_PREFIX};
 use crate::repo::Repository;
 
+use super::clock::{unix_now, unix_secs};
 use super::lease::Lease;
-use super::work::WorkSet;
-use super::{unix_now, unix_secs};
+use super::working_set::WorkSet;
 
 pub(super) async fn extend_locks(
     repo: &Repository,
