@@ -22,10 +22,10 @@ use lifeboat_store::{Repository, StoreError};
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::nbd::{NbdAddress, NbdClient, QemuNbd};
 use crate::nbd_source::{ALLOCATION_CONTEXT, NbdSource, dirty_bitmap_context, nbd_err};
 use crate::source::{DiskSource, RawSource};
 use crate::{BackupError, ReadMode};
+use lifeboat_hypervisor::nbd::{NbdAddress, NbdClient, QemuNbd};
 
 pub const BITMAP_PREFIX: &str = "lifeboat-";
 

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::BackupError;
-use crate::nbd::{MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO};
 use crate::source::DiskSource;
+use lifeboat_hypervisor::nbd::{
+    MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
+};
 
 /// Largest single NBD read we issue; qemu-nbd accepts up to 32 MiB.
 const MAX_NBD_READ: usize = 4 * 1024 * 1024;

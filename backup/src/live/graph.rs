@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::Plan;
 use super::nodes::{Names, NodeInfo};
 use crate::BackupError;
-use crate::nbd::NbdAddress;
-use crate::qmp::{Qmp, QmpError};
+use lifeboat_hypervisor::nbd::NbdAddress;
+use lifeboat_hypervisor::qmp::{Qmp, QmpError};
 
 /// How long QEMU may take to drop an export or end a cancelled job.
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);

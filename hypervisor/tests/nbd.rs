@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_backup::nbd::{
+use lifeboat_hypervisor::nbd::{
     MappedExtent, NbdAddress, NbdClient, NbdError, QemuNbd, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
     detect_format,
 };
