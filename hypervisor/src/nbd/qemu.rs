@@ -25,7 +25,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::{NbdAddress, NbdError, protocol};
+use super::address::NbdAddress;
+use super::error::NbdError;
+use super::handshake::abort_probe;
 
 /// The export name qemu-nbd serves.
 const EXPORT: &str = "disk";
@@ -253,7 +255,7 @@ async fn wait_ready(child: &mut Child, socket: &Path) -> Result<(), String> {
         // qemu-nbd log a failed negotiation.
         if socket.exists()
             && let Ok(mut stream) = UnixStream::connect(socket).await
-            && protocol::abort_probe(&mut stream).await.is_ok()
+            && abort_probe(&mut stream).await.is_ok()
         {
             return Ok(());
         }

@@ -1,5 +1,5 @@
-//! The reader side of a connection: requests waiting for replies, and the task that
-//! demultiplexes the server's replies into them.
+//! The reader task of a connection: demultiplexes the server's replies into the
+//! requests waiting for them (`pending`).
 //!
 //! A simple reply completes its request at once; a structured reply arrives as
 //! chunks, in any order and interleaved with other replies, until one carries
@@ -9,15 +9,18 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::io;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, BufReader};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::connection::{Lost, ReadStream, Shared};
-use super::protocol::{self, ReplyHeader};
-use super::{BlockExtent, NbdError};
+use super::error::{NbdError, errno_name};
+use super::extents::BlockExtent;
+use super::pending::{Lost, Op, Pending, Shared};
+use super::transmission::{
+    self, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR_BIT, REPLY_TYPE_ERROR_OFFSET,
+    REPLY_TYPE_NONE, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, ReplyHeader,
+};
 
 /// One block-status chunk: context id plus at most 1 Mi extents (8 MiB). QEMU sends
 /// at most 128 Ki extents per chunk; anything far beyond is a broken server.
@@ -25,94 +28,20 @@ const MAX_STATUS_PAYLOAD: u32 = 4 + 8 * (1 << 20);
 /// An error chunk: errno, message length, a message of ≤ 4096 bytes, an offset.
 const MAX_ERROR_PAYLOAD: u32 = 4 + 2 + 4096 + 8;
 
-type ReadHalf = BufReader<ReadStream>;
-
-/// A request waiting for (the rest of) its reply.
-pub(super) struct Pending {
-    pub(super) offset: u64,
-    pub(super) length: u32,
-    /// The first error chunk. A structured reply still runs to its final chunk.
-    pub(super) error: Option<NbdError>,
-    pub(super) op: Op,
-}
-
-pub(super) enum Op {
-    Read {
-        buf: BytesMut,
-        /// Ranges of `buf` (relative) the reply has covered, checked at the end.
-        spans: Vec<(u32, u32)>,
-        tx: oneshot::Sender<Result<Bytes, NbdError>>,
-    },
-    Status {
-        context_id: u32,
-        extents: Option<Vec<BlockExtent>>,
-        tx: oneshot::Sender<Result<Vec<BlockExtent>, NbdError>>,
-    },
-}
-
-impl Pending {
-    fn command(&self) -> &'static str {
-        match self.op {
-            Op::Read { .. } => "read",
-            Op::Status { .. } => "block status",
-        }
-    }
-
-    fn fail(self, e: NbdError) {
-        // A closed receiver means the caller stopped waiting; nothing to do then.
-        match self.op {
-            Op::Read { tx, .. } => drop(tx.send(Err(e))),
-            Op::Status { tx, .. } => drop(tx.send(Err(e))),
-        }
-    }
-
-    fn finish(self) {
-        let Pending {
-            offset,
-            length,
-            error,
-            op,
-        } = self;
-        match op {
-            Op::Read { buf, mut spans, tx } => {
-                let result = match error {
-                    Some(e) => Err(e),
-                    None => {
-                        // Chunks may come in any order but must tile the request exactly.
-                        spans.sort_unstable();
-                        let mut end = 0;
-                        let tiled = spans.iter().all(|&(s, e)| {
-                            let ok = s == end;
-                            end = e;
-                            ok
-                        }) && end == length;
-                        if tiled {
-                            Ok(buf.freeze())
-                        } else {
-                            Err(NbdError::Protocol(format!(
-                                "reply to the read of {length} bytes at {offset} does not cover it exactly once"
-                            )))
-                        }
-                    }
-                };
-                drop(tx.send(result));
-            }
-            Op::Status { extents, tx, .. } => {
-                let result = match error {
-                    Some(e) => Err(e),
-                    None => extents.filter(|e| !e.is_empty()).ok_or_else(|| {
-                        NbdError::Protocol(
-                            "block status reply without extents for the context asked".into(),
-                        )
-                    }),
-                };
-                drop(tx.send(result));
-            }
-        }
+fn io_err(source: io::Error) -> NbdError {
+    NbdError::Io {
+        context: "reading a reply",
+        source,
     }
 }
 
-pub(super) async fn read_replies(mut r: ReadHalf, shared: Arc<Shared>, structured: bool) {
+/// Runs until the connection ends, then fails every request still waiting with the
+/// reason, and marks the connection lost for later ones.
+pub(super) async fn read_replies<R: AsyncRead + Unpin>(
+    mut r: R,
+    shared: Arc<Shared>,
+    structured: bool,
+) {
     let mut active = HashMap::new();
     let outcome = tokio::select! {
         res = demux(&mut r, &shared, &mut active, structured) => match res {
@@ -146,43 +75,21 @@ fn take_pending(shared: &Shared, cookie: u64) -> Result<Pending, NbdError> {
 
 /// Reads replies until the server closes the connection or breaks the protocol (an
 /// error here ends the connection: after a bad message the stream cannot be trusted).
-async fn demux(
-    r: &mut ReadHalf,
+/// `active` holds the structured replies that have started but not finished.
+async fn demux<R: AsyncRead + Unpin>(
+    r: &mut R,
     shared: &Shared,
     active: &mut HashMap<u64, Pending>,
     structured: bool,
 ) -> Result<(), NbdError> {
-    let io_err = |source| NbdError::Io {
-        context: "reading a reply",
-        source,
-    };
-    while let Some(header) = protocol::read_reply_header(r).await? {
+    while let Some(header) = transmission::read_reply_header(r).await? {
         match header {
             ReplyHeader::Simple { error, cookie } => {
-                let mut p = match active.remove(&cookie) {
+                let p = match active.remove(&cookie) {
                     Some(p) => p,
                     None => take_pending(shared, cookie)?,
                 };
-                if error != 0 {
-                    let e = command_error(&p, error, String::new());
-                    p.fail(e);
-                    continue;
-                }
-                let command = p.command();
-                let length = p.length;
-                match &mut p.op {
-                    // Without structured replies the data follows the header.
-                    Op::Read { buf, spans, .. } if !structured => {
-                        r.read_exact(buf).await.map_err(io_err)?;
-                        spans.push((0, length));
-                    }
-                    _ => {
-                        return Err(NbdError::Protocol(format!(
-                            "simple success reply to a {command} request, which needs a structured reply"
-                        )));
-                    }
-                }
-                p.finish();
+                simple_reply(r, p, error, structured).await?;
             }
             ReplyHeader::Chunk {
                 flags,
@@ -202,7 +109,7 @@ async fn demux(
                 if let Some(e) = read_chunk(r, p, kind, length).await? {
                     p.error.get_or_insert(e);
                 }
-                if flags & protocol::REPLY_FLAG_DONE != 0
+                if flags & REPLY_FLAG_DONE != 0
                     && let Some(p) = active.remove(&cookie)
                 {
                     p.finish();
@@ -213,18 +120,44 @@ async fn demux(
     Ok(())
 }
 
+/// Completes `p` with a simple reply: an error, or (without structured replies) the
+/// data of a read, which follows the header.
+async fn simple_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+    mut p: Pending,
+    error: u32,
+    structured: bool,
+) -> Result<(), NbdError> {
+    if error != 0 {
+        let e = command_error(&p, error, String::new());
+        p.fail(e);
+        return Ok(());
+    }
+    let command = p.command();
+    let length = p.length;
+    match &mut p.op {
+        Op::Read { buf, spans, .. } if !structured => {
+            r.read_exact(buf).await.map_err(io_err)?;
+            spans.push((0, length));
+        }
+        _ => {
+            return Err(NbdError::Protocol(format!(
+                "simple success reply to a {command} request, which needs a structured reply"
+            )));
+        }
+    }
+    p.finish();
+    Ok(())
+}
+
 /// Consumes one chunk's payload into its request; returns the error an error chunk
 /// reports.
-async fn read_chunk(
-    r: &mut ReadHalf,
+async fn read_chunk<R: AsyncRead + Unpin>(
+    r: &mut R,
     p: &mut Pending,
     kind: u16,
     length: u32,
 ) -> Result<Option<NbdError>, NbdError> {
-    let io_err = |source| NbdError::Io {
-        context: "reading a reply",
-        source,
-    };
     let (req_offset, req_len, command) = (p.offset, p.length, p.command());
     // Where a chunk lands in the request's buffer; it must lie inside the request.
     let place = |offset: u64, n: u64| -> Result<(usize, usize), NbdError> {
@@ -238,15 +171,15 @@ async fn read_chunk(
         }
     };
     match (kind, &mut p.op) {
-        (protocol::REPLY_TYPE_NONE, _) if length == 0 => Ok(None),
-        (protocol::REPLY_TYPE_OFFSET_DATA, Op::Read { buf, spans, .. }) if length > 8 => {
+        (REPLY_TYPE_NONE, _) if length == 0 => Ok(None),
+        (REPLY_TYPE_OFFSET_DATA, Op::Read { buf, spans, .. }) if length > 8 => {
             let offset = r.read_u64().await.map_err(io_err)?;
             let (start, end) = place(offset, u64::from(length - 8))?;
             r.read_exact(&mut buf[start..end]).await.map_err(io_err)?;
             spans.push((start as u32, end as u32));
             Ok(None)
         }
-        (protocol::REPLY_TYPE_OFFSET_HOLE, Op::Read { spans, .. }) if length == 12 => {
+        (REPLY_TYPE_OFFSET_HOLE, Op::Read { spans, .. }) if length == 12 => {
             let offset = r.read_u64().await.map_err(io_err)?;
             let size = r.read_u32().await.map_err(io_err)?;
             // The buffer starts zeroed and overlaps are caught at the end: nothing to write.
@@ -255,68 +188,88 @@ async fn read_chunk(
             Ok(None)
         }
         (
-            protocol::REPLY_TYPE_BLOCK_STATUS,
+            REPLY_TYPE_BLOCK_STATUS,
             Op::Status {
                 context_id,
                 extents,
                 ..
             },
         ) if length >= 12 && (length - 4).is_multiple_of(8) && length <= MAX_STATUS_PAYLOAD => {
-            let id = r.read_u32().await.map_err(io_err)?;
-            let mut raw = vec![0u8; (length - 4) as usize];
-            r.read_exact(&mut raw).await.map_err(io_err)?;
-            // The server answers for every negotiated context; keep the one asked for.
-            if id != *context_id {
-                return Ok(None);
-            }
-            if extents.is_some() {
-                return Err(NbdError::Protocol(
-                    "two block status chunks for one context".into(),
-                ));
-            }
-            let mut v = Vec::with_capacity(raw.len() / 8);
-            for d in raw.chunks_exact(8) {
-                let length = u32::from_be_bytes(d[0..4].try_into().unwrap());
-                let flags = u32::from_be_bytes(d[4..8].try_into().unwrap());
-                if length == 0 {
-                    return Err(NbdError::Protocol("block status extent of length 0".into()));
-                }
-                v.push(BlockExtent { length, flags });
-            }
-            *extents = Some(v);
+            read_status_chunk(r, length, *context_id, extents).await?;
             Ok(None)
         }
         // Error chunks, including unknown ones (bit 15 set): the request fails, the
         // connection goes on.
-        (k, _)
-            if k & protocol::REPLY_TYPE_ERROR_BIT != 0
-                && (6..=MAX_ERROR_PAYLOAD).contains(&length) =>
-        {
-            let mut raw = vec![0u8; length as usize];
-            r.read_exact(&mut raw).await.map_err(io_err)?;
-            let errno = u32::from_be_bytes(raw[0..4].try_into().unwrap());
-            let msg_len = usize::from(u16::from_be_bytes([raw[4], raw[5]]));
-            let tail = if k == protocol::REPLY_TYPE_ERROR_OFFSET {
-                8
-            } else {
-                0
-            };
-            if 6 + msg_len + tail > raw.len() {
-                return Err(NbdError::Protocol(format!(
-                    "error chunk message of {msg_len} bytes overflows the chunk"
-                )));
-            }
-            let mut message = String::from_utf8_lossy(&raw[6..6 + msg_len]).into_owned();
-            if tail > 0 {
-                let at = u64::from_be_bytes(raw[6 + msg_len..14 + msg_len].try_into().unwrap());
-                message = format!("{message} (at offset {at})");
-            }
+        (k, _) if k & REPLY_TYPE_ERROR_BIT != 0 && (6..=MAX_ERROR_PAYLOAD).contains(&length) => {
+            let (errno, message) = read_error_chunk(r, k, length).await?;
             Ok(Some(command_error(p, errno, message)))
         }
         _ => Err(NbdError::Protocol(format!(
             "unexpected reply chunk (type {kind}, {length} bytes) for a {command} request"
         ))),
     }
+}
+
+/// A block-status chunk of `length` bytes (already checked): keeps its extents if
+/// they are for `context_id`.
+async fn read_status_chunk<R: AsyncRead + Unpin>(
+    r: &mut R,
+    length: u32,
+    context_id: u32,
+    extents: &mut Option<Vec<BlockExtent>>,
+) -> Result<(), NbdError> {
+    let id = r.read_u32().await.map_err(io_err)?;
+    let mut raw = vec![0u8; (length - 4) as usize];
+    r.read_exact(&mut raw).await.map_err(io_err)?;
+    // The server answers for every negotiated context; keep the one asked for.
+    if id != context_id {
+        return Ok(());
+    }
+    if extents.is_some() {
+        return Err(NbdError::Protocol(
+            "two block status chunks for one context".into(),
+        ));
+    }
+    let mut v = Vec::with_capacity(raw.len() / 8);
+    for d in raw.chunks_exact(8) {
+        let length = u32::from_be_bytes(d[0..4].try_into().unwrap());
+        let flags = u32::from_be_bytes(d[4..8].try_into().unwrap());
+        if length == 0 {
+            return Err(NbdError::Protocol("block status extent of length 0".into()));
+        }
+        v.push(BlockExtent { length, flags });
+    }
+    *extents = Some(v);
+    Ok(())
+}
+
+/// An error chunk of type `kind` and `length` bytes (already bounded): its errno and
+/// message (with the offset, for `NBD_REPLY_TYPE_ERROR_OFFSET`).
+async fn read_error_chunk<R: AsyncRead + Unpin>(
+    r: &mut R,
+    kind: u16,
+    length: u32,
+) -> Result<(u32, String), NbdError> {
+    let mut raw = vec![0u8; length as usize];
+    r.read_exact(&mut raw).await.map_err(io_err)?;
+    let errno = u32::from_be_bytes(raw[0..4].try_into().unwrap());
+    let msg_len = usize::from(u16::from_be_bytes([raw[4], raw[5]]));
+    let tail = if kind == REPLY_TYPE_ERROR_OFFSET {
+        8
+    } else {
+        0
+    };
+    if 6 + msg_len + tail > raw.len() {
+        return Err(NbdError::Protocol(format!(
+            "error chunk message of {msg_len} bytes overflows the chunk"
+        )));
+    }
+    let mut message = String::from_utf8_lossy(&raw[6..6 + msg_len]).into_owned();
+    if tail > 0 {
+        let at = u64::from_be_bytes(raw[6 + msg_len..14 + msg_len].try_into().unwrap());
+        message = format!("{message} (at offset {at})");
+    }
+    Ok((errno, message))
 }
 
 fn command_error(p: &Pending, errno: u32, message: String) -> NbdError {
@@ -326,7 +279,7 @@ fn command_error(p: &Pending, errno: u32, message: String) -> NbdError {
         offset: p.offset,
         length: p.length,
         errno,
-        errno_name: protocol::errno_name(errno),
+        errno_name: errno_name(errno),
         message: if message.is_empty() {
             message
         } else {
