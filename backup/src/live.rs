@@ -77,14 +77,15 @@ use std::sync::Arc;
 use lifeboat_store::Repository;
 use serde_json::json;
 
+use lifeboat_hypervisor::nbd::{ALLOCATION_CONTEXT, NbdClient, dirty_bitmap_context};
+use lifeboat_hypervisor::qmp::Qmp;
+
 use crate::cbt::{BITMAP_PREFIX, Previous, previous_snapshot};
-use crate::nbd_source::{ALLOCATION_CONTEXT, NbdSource, dirty_bitmap_context, nbd_err};
+use crate::nbd_source::{NbdSource, nbd_err};
 use crate::source::DiskSource;
 use crate::{BackupError, ReadMode};
 use graph::Session;
 pub use hooks::Hooks;
-use lifeboat_hypervisor::nbd::NbdClient;
-use lifeboat_hypervisor::qmp::Qmp;
 use nodes::NodeInfo;
 
 /// A running VM's disk prepared for backup: a point-in-time NBD view + read mode.

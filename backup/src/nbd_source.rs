@@ -6,20 +6,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
+use lifeboat_hypervisor::nbd::{
+    ALLOCATION_CONTEXT, MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
+    dirty_bitmap_context,
+};
+
 use crate::BackupError;
 use crate::source::DiskSource;
-use lifeboat_hypervisor::nbd::{
-    MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
-};
 
 /// Largest single NBD read we issue; qemu-nbd accepts up to 32 MiB.
 const MAX_NBD_READ: usize = 4 * 1024 * 1024;
-
-pub const ALLOCATION_CONTEXT: &str = "base:allocation";
-
-pub fn dirty_bitmap_context(bitmap: &str) -> String {
-    format!("qemu:dirty-bitmap:{bitmap}")
-}
 
 #[derive(Debug)]
 pub struct NbdSource {

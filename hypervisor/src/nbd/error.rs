@@ -1,4 +1,4 @@
-//! What can go wrong talking to an NBD server (or running qemu-nbd), and whether trying again can help.
+//! What can go wrong talking to an NBD server, and whether trying again can help.
 //!
 //! The wire codes an error is judged by (`NBD_REP_ERR_*` of a refused option, the
 //! errno of a failed command) live here too, so that the rest of the client can
@@ -65,14 +65,6 @@ pub enum NbdError {
     },
     #[error("invalid NBD request: {0}")]
     InvalidRequest(String),
-    #[error("{tool} failed: {message}")]
-    Tool { tool: &'static str, message: String },
-    #[error("cannot run {tool}: {source} (is QEMU's qemu-utils package installed?)")]
-    Spawn {
-        tool: &'static str,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl NbdError {

@@ -1,4 +1,4 @@
-//! NBD (Network Block Device) client, and a launcher for `qemu-nbd`.
+//! NBD (Network Block Device) client.
 //!
 //! Lifeboat reads every disk format QEMU understands (qcow2, VHDX, VMDK, VDI, raw) and
 //! every running VM's export through one protocol. NBD also carries the two maps a
@@ -18,7 +18,7 @@
 //! is at most [`MAX_READ`] bytes, allocated by the caller's request, and every length a
 //! server sends is checked before anything is allocated for it.
 //!
-//! [`QemuNbd`] runs `qemu-nbd` read-only on a private unix socket for an image file.
+//! `crate::qemu_nbd` serves an image file to this client through `qemu-nbd`.
 //!
 //! Files, from the caller down to the socket: `client` (the public handle, request
 //! checks) → `connection` (writer task) and `replies` (reader task), which share
@@ -31,9 +31,8 @@ mod client;
 mod connection;
 mod error;
 mod extents;
-mod handshake;
+pub(crate) mod handshake;
 mod pending;
-mod qemu;
 mod replies;
 mod transmission;
 
@@ -44,5 +43,4 @@ pub use extents::{
     ALLOCATION_CONTEXT, BlockExtent, MappedExtent, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
     dirty_bitmap_context,
 };
-pub use qemu::{QemuNbd, detect_format};
 pub use transmission::MAX_READ;
