@@ -24,8 +24,7 @@ use lifeboat_hypervisor::qemu_nbd::QemuNbd;
 use lifeboat_store::format::manifest::Manifest;
 use lifeboat_store::{Repository, StoreError};
 
-use crate::nbd_source::{NbdSource, nbd_err};
-use crate::source::{DiskSource, RawSource};
+use crate::source::{DiskSource, NbdSource, RawSource, nbd_err};
 use crate::{BackupError, ReadMode};
 
 pub const BITMAP_PREFIX: &str = "lifeboat-";
@@ -49,13 +48,6 @@ pub struct Previous {
     pub manifest: Manifest,
 }
 
-fn source_err(image: &Path, detail: String) -> BackupError {
-    BackupError::Source {
-        path: image.display().to_string(),
-        source: std::io::Error::other(detail),
-    }
-}
-
 /// A qemu-img or qemu-nbd failure on `image`, with what to do about a locked image.
 fn tool_err(image: &Path, e: ToolError) -> BackupError {
     let hint = if matches!(e, ToolError::ImageLocked { .. }) {
@@ -63,7 +55,10 @@ fn tool_err(image: &Path, e: ToolError) -> BackupError {
     } else {
         ""
     };
-    source_err(image, format!("{e}{hint}"))
+    BackupError::Source {
+        path: image.display().to_string(),
+        source: std::io::Error::other(format!("{e}{hint}")),
+    }
 }
 
 fn lifeboat_bitmaps(info: &ImageInfo) -> impl Iterator<Item = &Bitmap> {

@@ -13,7 +13,6 @@ pub mod cbt;
 pub mod fixed;
 pub mod incremental;
 pub mod live;
-pub mod nbd_source;
 mod pipeline;
 mod reader;
 pub mod segmenter;
