@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use lifeboat_backup::BackupError;
 use lifeboat_backup::disk_backup::DiskBackupError;
-use lifeboat_backup::nbd::NbdError;
+use lifeboat_hypervisor::nbd::NbdError;
 use lifeboat_store::{BackendError, StoreError};
 
 pub const TEMPORARY_FAILURE: u8 = 75;

@@ -17,15 +17,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lifeboat_hypervisor::ToolError;
+use lifeboat_hypervisor::nbd::{ALLOCATION_CONTEXT, NbdAddress, NbdClient, dirty_bitmap_context};
+use lifeboat_hypervisor::qemu_img::{self, Bitmap, ImageInfo};
+use lifeboat_hypervisor::qemu_nbd::QemuNbd;
 use lifeboat_store::format::manifest::Manifest;
 use lifeboat_store::{Repository, StoreError};
-use serde::Deserialize;
-use tokio::process::Command;
 
-use crate::nbd::{NbdAddress, NbdClient, QemuNbd};
-use crate::nbd_source::{ALLOCATION_CONTEXT, NbdSource, dirty_bitmap_context, nbd_err};
-use crate::source::{DiskSource, RawSource};
-use crate::{BackupError, ReadMode};
+use crate::error::BackupError;
+use crate::request::ReadMode;
+use crate::source::{DiskSource, NbdSource, RawSource, nbd_err};
 
 pub const BITMAP_PREFIX: &str = "lifeboat-";
 
@@ -48,104 +49,22 @@ pub struct Previous {
     pub manifest: Manifest,
 }
 
-#[derive(Deserialize)]
-struct ImageInfo {
-    format: String,
-    #[serde(rename = "virtual-size")]
-    virtual_size: u64,
-    #[serde(rename = "format-specific")]
-    format_specific: Option<FormatSpecific>,
-}
-
-#[derive(Deserialize)]
-struct FormatSpecific {
-    data: Option<FormatData>,
-}
-
-#[derive(Deserialize)]
-struct FormatData {
-    #[serde(default)]
-    bitmaps: Vec<BitmapInfo>,
-}
-
-#[derive(Deserialize)]
-struct BitmapInfo {
-    name: String,
-    #[serde(default)]
-    flags: Vec<String>,
-}
-
-/// Runs `qemu-img ARGS IMAGE TRAILING`.
-async fn qemu_img(args: &[&str], image: &Path, trailing: &[&str]) -> Result<Vec<u8>, BackupError> {
-    qemu_img_if_installed(args, image, trailing)
-        .await?
-        .ok_or_else(|| {
-            source_err(
-                image,
-                "qemu-img not found (is qemu-utils installed?)".into(),
-            )
-        })
-}
-
-/// [`qemu_img`], or `None` when qemu-img is not installed.
-async fn qemu_img_if_installed(
-    args: &[&str],
-    image: &Path,
-    trailing: &[&str],
-) -> Result<Option<Vec<u8>>, BackupError> {
-    let out = match Command::new("qemu-img")
-        .args(args)
-        .arg(image)
-        .args(trailing)
-        .output()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(source_err(image, format!("running qemu-img: {e}"))),
+/// A qemu-img or qemu-nbd failure on `image`, with what to do about a locked image.
+fn tool_err(image: &Path, e: ToolError) -> BackupError {
+    let hint = if matches!(e, ToolError::ImageLocked { .. }) {
+        " — the image is in use (a running VM?); back up running VMs with --qmp"
+    } else {
+        ""
     };
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("lock") {
-            " — the image is in use (a running VM?); back up running VMs with --qmp"
-        } else {
-            ""
-        };
-        return Err(source_err(
-            image,
-            format!(
-                "qemu-img {} failed: {}{hint}",
-                args.join(" "),
-                stderr.trim()
-            ),
-        ));
-    }
-    Ok(Some(out.stdout))
-}
-
-fn source_err(image: &Path, detail: String) -> BackupError {
     BackupError::Source {
         path: image.display().to_string(),
-        source: std::io::Error::other(detail),
+        source: std::io::Error::other(format!("{e}{hint}")),
     }
 }
 
-/// `qemu-img info` of an image file, or `None` when qemu-img is not installed.
-async fn image_info(image: &Path) -> Result<Option<ImageInfo>, BackupError> {
-    let Some(json) = qemu_img_if_installed(&["info", "--output=json", "-U"], image, &[]).await?
-    else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&json)
-        .map(Some)
-        .map_err(|e| source_err(image, format!("reading qemu-img info: {e}")))
-}
-
-fn lifeboat_bitmaps(info: &ImageInfo) -> impl Iterator<Item = &BitmapInfo> {
-    info.format_specific
+fn lifeboat_bitmaps(info: &ImageInfo) -> impl Iterator<Item = &Bitmap> {
+    info.bitmaps()
         .iter()
-        .filter_map(|f| f.data.as_ref())
-        .flat_map(|d| d.bitmaps.iter())
         .filter(|b| b.name.starts_with(BITMAP_PREFIX))
 }
 
@@ -255,9 +174,9 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
             reason: RAW_REASON.into(),
         }
     } else {
-        match image_info(image).await? {
+        match qemu_img::info(image).await {
             // Without qemu-utils, image files can still be backed up as raw disks.
-            None => {
+            Err(e) if e.is_not_installed() => {
                 tracing::warn!(
                     "qemu-img not found: treating {} as a raw image",
                     image.display()
@@ -266,15 +185,18 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
                     reason: "qemu-img not found: reading the file as a raw image".into(),
                 }
             }
-            Some(info) if info.format == "raw" => StartKind::Raw {
+            Err(e) => return Err(tool_err(image, e)),
+            Ok(info) if info.format == "raw" => StartKind::Raw {
                 reason: RAW_REASON.into(),
             },
-            Some(info) if info.format == "qcow2" => {
+            Ok(info) if info.format == "qcow2" => {
                 let existing: Vec<(String, bool)> = lifeboat_bitmaps(&info)
-                    .map(|b| (b.name.clone(), !b.flags.iter().any(|f| f == "in-use")))
+                    .map(|b| (b.name.clone(), !b.in_use()))
                     .collect();
                 let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
-                qemu_img(&["bitmap", "--add"], image, &[&new_bitmap]).await?;
+                qemu_img::add_bitmap(image, &new_bitmap)
+                    .await
+                    .map_err(|e| tool_err(image, e))?;
                 let early = start_early_export(image, &existing).await;
                 StartKind::Qcow2(Box::new(Qcow2Start {
                     virtual_size: info.virtual_size,
@@ -283,7 +205,7 @@ pub async fn start(image: &Path) -> Result<ImageStart, BackupError> {
                     early,
                 }))
             }
-            Some(info) => StartKind::Other {
+            Ok(info) => StartKind::Other {
                 format: info.format,
             },
         }
@@ -376,7 +298,7 @@ async fn serve(
     let what = image.display().to_string();
     let server = QemuNbd::start(image, Some(format), bitmap)
         .await
-        .map_err(|e| nbd_err(&what, e))?;
+        .map_err(|e| tool_err(image, e))?;
     let mut contexts = vec![ALLOCATION_CONTEXT.to_string()];
     contexts.extend(bitmap.map(dirty_bitmap_context));
     let client = NbdClient::connect(&server.address(), &contexts)
@@ -454,9 +376,9 @@ async fn prepare_qcow2(
 }
 
 async fn remove_bitmap(image: &Path, bitmap: &str) -> Result<(), BackupError> {
-    qemu_img(&["bitmap", "--remove"], image, &[bitmap])
+    qemu_img::remove_bitmap(image, bitmap)
         .await
-        .map(|_| ())
+        .map_err(|e| tool_err(image, e))
 }
 
 impl PreparedDisk {

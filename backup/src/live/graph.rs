@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use lifeboat_hypervisor::nbd::NbdAddress;
+use lifeboat_hypervisor::qmp::{Qmp, QmpError};
 use serde_json::{Value, json};
 
-use super::Plan;
 use super::nodes::{Names, NodeInfo};
-use crate::BackupError;
-use crate::nbd::NbdAddress;
-use crate::qmp::{Qmp, QmpError};
+use super::plan::Plan;
+use crate::error::BackupError;
 
 /// How long QEMU may take to drop an export or end a cancelled job.
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,7 +3,7 @@
 //!
 //! Requests are checked here (range, alignment, size, negotiated context) so that a
 //! caller's mistake gets a clear [`NbdError::InvalidRequest`] instead of a server
-//! error; the wire work happens in [`super::connection`].
+//! error; the wire work happens in `connection`.
 
 use std::fmt;
 use std::io;
@@ -12,9 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::address::NbdAddress;
 use super::connection::{Connection, ReadStream, WriteStream};
-use super::protocol::{self, Negotiated};
-use super::{BlockExtent, MAX_READ, MappedExtent, NbdAddress, NbdError};
+use super::error::NbdError;
+use super::extents::{BlockExtent, MappedExtent};
+use super::handshake::{Negotiated, handshake};
+use super::transmission::{FLAG_READ_ONLY, MAX_READ};
 
 /// A server that accepts but never answers must not hang `connect` forever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,13 +83,13 @@ impl NbdClient {
                         .map_err(connect_err)?;
                     // Small requests, replies read as they come: Nagle only adds latency.
                     let _ = s.set_nodelay(true);
-                    let n = protocol::handshake(&mut s, export, &wanted).await?;
+                    let n = handshake(&mut s, export, &wanted).await?;
                     let (r, w) = s.into_split();
                     (n, Box::new(r), Box::new(w))
                 }
                 NbdAddress::Unix { socket, export } => {
                     let mut s = UnixStream::connect(socket).await.map_err(connect_err)?;
-                    let n = protocol::handshake(&mut s, export, &wanted).await?;
+                    let n = handshake(&mut s, export, &wanted).await?;
                     let (r, w) = s.into_split();
                     (n, Box::new(r), Box::new(w))
                 }
@@ -131,7 +134,7 @@ impl NbdClient {
 
     /// Whether the server exports the disk read-only.
     pub fn is_read_only(&self) -> bool {
-        self.transmission_flags & protocol::FLAG_READ_ONLY != 0
+        self.transmission_flags & FLAG_READ_ONLY != 0
     }
 
     /// The meta contexts negotiated at connect time.

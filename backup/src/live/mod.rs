@@ -69,23 +69,25 @@
 mod graph;
 mod hooks;
 mod nodes;
+mod plan;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use lifeboat_hypervisor::nbd::{ALLOCATION_CONTEXT, NbdClient, dirty_bitmap_context};
+use lifeboat_hypervisor::qmp::Qmp;
 use lifeboat_store::Repository;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::cbt::{BITMAP_PREFIX, Previous, previous_snapshot};
-use crate::nbd::NbdClient;
-use crate::nbd_source::{ALLOCATION_CONTEXT, NbdSource, dirty_bitmap_context, nbd_err};
-use crate::qmp::Qmp;
-use crate::source::DiskSource;
-use crate::{BackupError, ReadMode};
+use crate::cbt::{BITMAP_PREFIX, previous_snapshot};
+use crate::error::BackupError;
+use crate::request::ReadMode;
+use crate::source::{DiskSource, NbdSource, nbd_err};
 use graph::Session;
 pub use hooks::Hooks;
 use nodes::NodeInfo;
+use plan::{Plan, plan, short_id};
 
 /// A running VM's disk prepared for backup: a point-in-time NBD view + read mode.
 /// Call [`committed`](Self::committed) or [`failed`](Self::failed) when done.
@@ -105,21 +107,6 @@ impl fmt::Debug for LiveDisk {
             .field("new_bitmap", &self.new_bitmap)
             .finish_non_exhaustive()
     }
-}
-
-/// How the backup will read, decided before anything changes in QEMU.
-enum Plan {
-    /// Read what `bitmap` marks dirty; `merge` are Lifeboat bitmaps of an
-    /// interrupted backup that hold the writes since `bitmap` stopped recording.
-    Incremental {
-        prev: Box<Previous>,
-        bitmap: String,
-        granularity: u64,
-        merge: Vec<String>,
-    },
-    Scan {
-        reason: String,
-    },
 }
 
 /// Prepares `node` (a block node name, or a device/qdev id) of the VM behind
@@ -179,7 +166,21 @@ async fn start(
     qmp_socket: &Path,
 ) -> Result<(Arc<dyn DiskSource>, ReadMode), BackupError> {
     s.create_fleece(info.virtual_size()).await?;
+    take_point_in_time(s, info, &plan, hooks, env).await?;
+    let source = open_view(s, &plan, qmp_socket).await?;
+    let mode = read_mode(plan, &source).await?;
+    Ok((Arc::new(source), mode))
+}
 
+/// Steps 2–4: the pre hook, the transaction that fixes the point in time, and the
+/// post hook, which runs whatever happened before it.
+async fn take_point_in_time(
+    s: &mut Session,
+    info: &NodeInfo,
+    plan: &Plan,
+    hooks: &Hooks,
+    env: &hooks::Env,
+) -> Result<(), BackupError> {
     if let Err(e) = hooks::run(hooks.pre.as_deref(), "pre", env, &[]).await {
         // The pre hook may have done part of its work (frozen some filesystems):
         // give the post hook the chance to undo it.
@@ -190,6 +191,19 @@ async fn start(
         });
     }
     let new_bitmap = format!("{BITMAP_PREFIX}{:016x}", rand::random::<u64>());
+    let actions = transaction_actions(s, info, plan, &new_bitmap);
+    let tx = s.qmp("transaction", json!({ "actions": actions })).await;
+    if tx.is_ok() {
+        s.snapshot_taken(new_bitmap, plan);
+    }
+    post_hook(hooks, env, tx.is_ok()).await;
+    tx.map(drop)
+}
+
+/// Step 3's actions: add the new bitmap; for an incremental, disable the previous
+/// one and merge an interrupted backup's bitmaps into it; then start the job whose
+/// copy-before-write filter holds the view. Bitmaps first: see the module docs.
+fn transaction_actions(s: &Session, info: &NodeInfo, plan: &Plan, new_bitmap: &str) -> Vec<Value> {
     let mut actions = vec![json!({"type": "block-dirty-bitmap-add", "data": {
         "node": s.node, "name": new_bitmap,
         // Only qcow2 stores bitmaps; elsewhere tracking lasts while the VM runs.
@@ -200,7 +214,7 @@ async fn start(
         granularity,
         merge,
         ..
-    } = &plan
+    } = plan
     {
         // Same granularity, so a merge after a failure loses no precision.
         actions[0]["data"]["granularity"] = json!(granularity);
@@ -215,23 +229,23 @@ async fn start(
     actions.push(json!({"type": "blockdev-backup", "data": {
         "job-id": s.names.job, "device": s.node, "target": s.names.fleece, "sync": "none",
     }}));
-    let tx = s.qmp("transaction", json!({ "actions": actions })).await;
-    if tx.is_ok() {
-        s.snapshot_taken(new_bitmap.clone(), &plan);
-    }
-    post_hook(hooks, env, tx.is_ok()).await;
-    tx?;
+    actions
+}
 
-    let address = s
-        .export(match &plan {
-            Plan::Incremental { bitmap, .. } => Some(bitmap.as_str()),
-            Plan::Scan { .. } => None,
-        })
-        .await?;
+/// Steps 5–6: export the view (with the previous bitmap, for an incremental) and
+/// connect to it.
+async fn open_view(
+    s: &mut Session,
+    plan: &Plan,
+    qmp_socket: &Path,
+) -> Result<NbdSource, BackupError> {
+    let bitmap = match plan {
+        Plan::Incremental { bitmap, .. } => Some(bitmap.as_str()),
+        Plan::Scan { .. } => None,
+    };
+    let address = s.export(bitmap).await?;
     let mut contexts = vec![ALLOCATION_CONTEXT.to_string()];
-    if let Plan::Incremental { bitmap, .. } = &plan {
-        contexts.push(dirty_bitmap_context(bitmap));
-    }
+    contexts.extend(bitmap.map(dirty_bitmap_context));
     let description = format!(
         "{} (point-in-time view via QMP {})",
         s.what,
@@ -240,35 +254,38 @@ async fn start(
     let client = NbdClient::connect(&address, &contexts)
         .await
         .map_err(|e| nbd_err(&s.what, e))?;
-    let source = NbdSource::new(client, description);
-    let mode = match plan {
-        Plan::Scan { reason } => ReadMode::Full { reason },
+    Ok(NbdSource::new(client, description))
+}
+
+/// What the backup reads: everything, or what the previous bitmap marks dirty in
+/// the view.
+async fn read_mode(plan: Plan, source: &NbdSource) -> Result<ReadMode, BackupError> {
+    let (prev, bitmap, merge) = match plan {
+        Plan::Scan { reason } => return Ok(ReadMode::Full { reason }),
         Plan::Incremental {
             prev,
             bitmap,
             merge,
             ..
-        } => {
-            let dirty = source.dirty_ranges(&bitmap).await?;
-            let mut reason = format!(
-                "QEMU dirty bitmap {bitmap} since snapshot {} (point-in-time export of the running VM)",
-                short_id(&prev.id)
-            );
-            if !merge.is_empty() {
-                reason.push_str(&format!(
-                    ", merged with {} bitmap(s) of an interrupted backup",
-                    merge.len()
-                ));
-            }
-            ReadMode::Incremental {
-                parent: prev.id,
-                previous: Arc::new(prev.manifest.extents),
-                dirty,
-                reason,
-            }
-        }
+        } => (prev, bitmap, merge),
     };
-    Ok((Arc::new(source), mode))
+    let dirty = source.dirty_ranges(&bitmap).await?;
+    let mut reason = format!(
+        "QEMU dirty bitmap {bitmap} since snapshot {} (point-in-time export of the running VM)",
+        short_id(&prev.id)
+    );
+    if !merge.is_empty() {
+        reason.push_str(&format!(
+            ", merged with {} bitmap(s) of an interrupted backup",
+            merge.len()
+        ));
+    }
+    Ok(ReadMode::Incremental {
+        parent: prev.id,
+        previous: Arc::new(prev.manifest.extents),
+        dirty,
+        reason,
+    })
 }
 
 async fn post_hook(hooks: &Hooks, env: &hooks::Env, taken: bool) {
@@ -276,64 +293,6 @@ async fn post_hook(hooks: &Hooks, env: &hooks::Env, taken: bool) {
     if let Err(e) = hooks::run(hooks.post.as_deref(), "post", env, &flag).await {
         // The view is taken (or not) either way; a failed thaw is the operator's to see.
         tracing::error!("{e}");
-    }
-}
-
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(8)]
-}
-
-/// Incremental if the previous snapshot's bitmap is on the node, consistent, idle
-/// and the disk kept its size; otherwise a scan, saying why.
-fn plan(previous: Option<Previous>, info: &NodeInfo) -> Plan {
-    let scan = |reason: String| Plan::Scan { reason };
-    let Some(prev) = previous else {
-        return scan("first backup of this disk".into());
-    };
-    let id = short_id(&prev.id).to_string();
-    let Some(b) = prev.manifest.meta.cbt_bitmap.clone() else {
-        return scan(format!("previous snapshot {id} has no dirty bitmap"));
-    };
-    if prev.manifest.meta.size != info.virtual_size() {
-        return scan(format!(
-            "disk size changed since snapshot {id} (bitmap {b} not used)"
-        ));
-    }
-    let Some(bm) = info.bitmap(&b) else {
-        return scan(format!(
-            "bitmap {b} of snapshot {id} is missing from drive {} (VM re-created, or a non-qcow2 disk restarted?)",
-            info.node_name
-        ));
-    };
-    if bm.inconsistent {
-        return scan(format!(
-            "existing bitmap {b} is inconsistent (QEMU did not shut down cleanly) and cannot be used"
-        ));
-    }
-    if bm.busy {
-        return scan(format!(
-            "bitmap {b} is in use by another QEMU block job or export"
-        ));
-    }
-    let mut merge = Vec::new();
-    if !bm.recording {
-        // A killed backup disabled it; its own bitmap recorded everything since.
-        merge = info
-            .lifeboat_bitmaps()
-            .filter(|o| o.name.as_deref() != Some(&b) && o.recording && !o.busy && !o.inconsistent)
-            .filter_map(|o| o.name.clone())
-            .collect();
-        if merge.is_empty() {
-            return scan(format!(
-                "bitmap {b} stopped recording and no later Lifeboat bitmap covers the writes since"
-            ));
-        }
-    }
-    Plan::Incremental {
-        granularity: bm.granularity,
-        prev: Box::new(prev),
-        bitmap: b,
-        merge,
     }
 }
 

@@ -59,6 +59,13 @@ pub enum QmpError {
 }
 
 impl QmpError {
+    /// Whether the same command on a new connection may succeed: the connection broke
+    /// (`Io`) or QEMU did not answer in time (`Timeout`). A socket nobody listens on,
+    /// a reply that breaks the protocol and a command QEMU refused are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, QmpError::Io { .. } | QmpError::Timeout { .. })
+    }
+
     /// The QMP error class, for a command QEMU refused.
     pub fn class(&self) -> Option<&str> {
         match self {

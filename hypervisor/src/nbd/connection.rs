@@ -14,28 +14,28 @@
 //! queued whole or not at all, synchronously, so callers can be cancelled at any
 //! `.await` safely. The writer also batches requests queued together into one write.
 //!
-//! A request is registered in the pending map *before* it is queued, so its reply can
-//! never arrive unannounced. The reader ([`super::replies`]) owns the read half and
-//! always consumes whole replies, even for callers that gave up waiting.
+//! A request is registered in the pending map (`pending`) *before* it is queued, so
+//! its reply can never arrive unannounced. The reader (`replies`) owns the read half
+//! and always consumes whole replies, even for callers that gave up waiting.
 //!
 //! A reply that breaks the protocol ends the connection (nothing after it can be
 //! trusted to be framed right); an error *chunk* fails only its own request. When the
 //! connection dies, every pending request fails, and so does every later one.
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::protocol;
-use super::replies::{Op, Pending, read_replies};
-use super::{BlockExtent, NbdError};
+use super::error::NbdError;
+use super::extents::BlockExtent;
+use super::pending::{Lost, Op, Pending, Shared};
+use super::replies::read_replies;
+use super::transmission::{self, CMD_BLOCK_STATUS, CMD_DISC, CMD_READ};
 
 /// How long `close` waits for the server to hang up after `NBD_CMD_DISC`.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -69,11 +69,7 @@ impl Drop for ReaderTask {
 impl Connection {
     /// Starts the reader and writer tasks on a negotiated stream.
     pub(super) fn spawn(r: ReadStream, w: WriteStream, structured: bool) -> Connection {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            next_cookie: AtomicU64::new(1),
-            writer_failed: Notify::new(),
-        });
+        let shared = Arc::new(Shared::new());
         let (requests, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_requests(w, rx, shared.clone()));
         let r = BufReader::with_capacity(READ_BUFFER, r);
@@ -98,7 +94,7 @@ impl Connection {
             tx,
         };
         self.submit(
-            protocol::CMD_READ,
+            CMD_READ,
             Pending {
                 offset,
                 length,
@@ -129,7 +125,7 @@ impl Connection {
             error: None,
             op,
         };
-        self.submit(protocol::CMD_BLOCK_STATUS, pending, rx).await
+        self.submit(CMD_BLOCK_STATUS, pending, rx).await
     }
 
     async fn submit<T>(
@@ -139,7 +135,7 @@ impl Connection {
         rx: oneshot::Receiver<Result<T, NbdError>>,
     ) -> Result<T, NbdError> {
         let (offset, length) = (pending.offset, pending.length);
-        let cookie = self.shared.next_cookie.fetch_add(1, Ordering::Relaxed);
+        let cookie = self.shared.next_cookie();
         {
             let mut st = self.shared.lock();
             if let Some(lost) = &st.lost {
@@ -148,7 +144,7 @@ impl Connection {
             st.pending.insert(cookie, pending);
         }
         // Registered first, queued second, with no await in between: cancel-safe.
-        let request = protocol::encode_request(kind, cookie, offset, length);
+        let request = transmission::encode_request(kind, cookie, offset, length);
         if self.requests.send(request).is_err() {
             self.shared.lock().pending.remove(&cookie);
             let reason = "the request writer stopped".into();
@@ -169,8 +165,8 @@ impl Connection {
             writer,
             mut reader,
         } = self;
-        let cookie = shared.next_cookie.fetch_add(1, Ordering::Relaxed);
-        let _ = requests.send(protocol::encode_request(protocol::CMD_DISC, cookie, 0, 0));
+        let cookie = shared.next_cookie();
+        let _ = requests.send(transmission::encode_request(CMD_DISC, cookie, 0, 0));
         drop(requests); // the writer's cue to flush and shut down
         let written = writer.await;
         if let Some(handle) = reader.0.as_mut()
@@ -192,54 +188,6 @@ impl Connection {
                 Err(NbdError::ConnectionLost { reason })
             }
         }
-    }
-}
-
-pub(super) struct Shared {
-    state: Mutex<State>,
-    next_cookie: AtomicU64,
-    /// Wakes the reader when the writer fails: replies to unsent requests never come.
-    pub(super) writer_failed: Notify,
-}
-
-#[derive(Default)]
-pub(super) struct State {
-    pub(super) pending: HashMap<u64, Pending>,
-    /// Set once the connection is unusable; what every later request gets.
-    pub(super) lost: Option<Lost>,
-}
-
-/// Why a connection ended.
-#[derive(Clone)]
-pub(super) struct Lost {
-    pub(super) reason: String,
-    /// The server broke the protocol: retrying the same thing will not help.
-    pub(super) broken_protocol: bool,
-}
-
-impl Lost {
-    pub(super) fn transport(reason: String) -> Self {
-        Lost {
-            reason,
-            broken_protocol: false,
-        }
-    }
-
-    pub(super) fn error(&self) -> NbdError {
-        if self.broken_protocol {
-            NbdError::Protocol(self.reason.clone())
-        } else {
-            NbdError::ConnectionLost {
-                reason: self.reason.clone(),
-            }
-        }
-    }
-}
-
-impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        // Never held across an await or a panicking call; recover rather than cascade.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Running `qemu-nbd` to read an image file, and asking `qemu-img` its format.
+//! Running `qemu-nbd` to read an image file through the NBD client.
 //!
 //! [`QemuNbd`] exports one image read-only on a unix socket inside a private (0700)
 //! temporary directory, so no other user can connect, and nothing listens on the
@@ -25,13 +25,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::{NbdAddress, NbdError, protocol};
+use crate::nbd::NbdAddress;
+use crate::nbd::handshake::abort_probe;
+use crate::qemu_img::detect_format;
+use crate::tool::{ToolError, find_program};
 
 /// The export name qemu-nbd serves.
 const EXPORT: &str = "disk";
 /// qemu-nbd opens the image and listens within milliseconds; a slow disk or a large
 /// qcow2 (refcount checks) can take longer, but not this long.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+const TOOL: &str = "qemu-nbd";
 /// How much of qemu-nbd's stderr to keep for error messages.
 const STDERR_TAIL: usize = 4096;
 /// sockaddr_un holds 108 bytes including the NUL.
@@ -56,93 +60,56 @@ impl QemuNbd {
         image: &Path,
         format: Option<&str>,
         bitmap: Option<&str>,
-    ) -> Result<QemuNbd, NbdError> {
-        let tool_err = |message: String| NbdError::Tool {
-            tool: "qemu-nbd",
-            message,
-        };
+    ) -> Result<QemuNbd, ToolError> {
         // Absolute path: QEMU would read "host:file" as a protocol, "-x" as an option.
         let image = tokio::fs::canonicalize(image)
             .await
-            .map_err(|e| tool_err(format!("cannot open image {}: {e}", image.display())))?;
+            .map_err(|e| failed(format!("cannot open image {}: {e}", image.display())))?;
         let format = match format {
             Some(f) => f.to_string(),
             None => detect_format(&image).await?,
         };
-        if format.is_empty()
-            || !format
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(tool_err(format!("invalid image format {format:?}")));
-        }
-        if bitmap.is_some_and(|b| b.is_empty() || b.contains('\0')) {
-            return Err(tool_err("empty or invalid bitmap name".into()));
-        }
-
-        let dir = private_dir()
-            .map_err(|e| tool_err(format!("cannot create a socket directory: {e}")))?;
+        check_names(&format, bitmap)?;
+        let dir =
+            private_dir().map_err(|e| failed(format!("cannot create a socket directory: {e}")))?;
         let socket = dir.path().join("nbd.sock");
-        let mut cmd = qemu_nbd_command()?;
-        cmd.arg("--read-only")
-            // Keep serving after a client leaves: the lead may connect several times.
-            .arg("--persistent")
-            .arg("--shared=8")
-            .arg(format!("--format={format}"))
-            .arg(format!("--export-name={EXPORT}"))
-            .arg("--socket")
-            .arg(&socket);
-        if let Some(b) = bitmap {
-            cmd.arg("--bitmap").arg(b);
-        }
-        cmd.arg(&image)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Backstop for paths where neither stop() nor our Drop runs the kill.
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| NbdError::Spawn {
-            tool: "qemu-nbd",
-            source,
-        })?;
+        let mut child = qemu_nbd_command(&image, &format, bitmap, &socket)?
+            .spawn()
+            .map_err(|source| ToolError::Spawn { tool: TOOL, source })?;
         let tail = Arc::new(Mutex::new(String::new()));
         let drain = child
             .stderr
             .take()
             .map(|stderr| tokio::spawn(drain_stderr(stderr, tail.clone())));
 
-        match wait_ready(&mut child, &socket).await {
-            Ok(()) => {
-                tracing::debug!(pid = child.id(), image = %image.display(), %format, ?bitmap, "qemu-nbd started");
-                Ok(QemuNbd {
-                    child: Some(child),
-                    socket,
-                    _dir: dir,
-                })
+        if let Err(why) = wait_ready(&mut child, &socket).await {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if let Some(drain) = drain {
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
             }
-            Err(why) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                if let Some(drain) = drain {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            let stderr = tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .trim()
+                .to_string();
+            return Err(failed(format!(
+                "cannot export {} ({format}{}): {why}{}",
+                image.display(),
+                bitmap.map(|b| format!(", bitmap {b}")).unwrap_or_default(),
+                if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {stderr}")
                 }
-                let stderr = tail
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .trim()
-                    .to_string();
-                Err(tool_err(format!(
-                    "cannot export {} ({format}{}): {why}{}",
-                    image.display(),
-                    bitmap.map(|b| format!(", bitmap {b}")).unwrap_or_default(),
-                    if stderr.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {stderr}")
-                    }
-                )))
-            }
+            )));
         }
+        tracing::debug!(pid = child.id(), image = %image.display(), %format, ?bitmap, "qemu-nbd started");
+        Ok(QemuNbd {
+            child: Some(child),
+            socket,
+            _dir: dir,
+        })
     }
 
     /// Where to connect: `nbd+unix:///disk?socket=<private dir>/nbd.sock`.
@@ -160,14 +127,14 @@ impl QemuNbd {
 
     /// Kills qemu-nbd and waits for it to exit. The export is read-only, so killing
     /// it cannot damage the image.
-    pub async fn stop(mut self) -> Result<(), NbdError> {
+    pub async fn stop(mut self) -> Result<(), ToolError> {
         if let Some(mut child) = self.child.take() {
             // Fails only if it already exited, which wait() then reports.
             let _ = child.start_kill();
-            let status = child.wait().await.map_err(|e| NbdError::Tool {
-                tool: "qemu-nbd",
-                message: format!("cannot wait for the process to exit: {e}"),
-            })?;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| failed(format!("cannot wait for the process to exit: {e}")))?;
             tracing::debug!(%status, "qemu-nbd stopped");
         }
         Ok(())
@@ -189,13 +156,65 @@ impl Drop for QemuNbd {
     }
 }
 
+fn failed(message: String) -> ToolError {
+    ToolError::Failed {
+        tool: TOOL,
+        message,
+    }
+}
+
+/// The format and bitmap names go on qemu-nbd's command line: refuse anything that
+/// is not a plain name.
+fn check_names(format: &str, bitmap: Option<&str>) -> Result<(), ToolError> {
+    if format.is_empty()
+        || !format
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(failed(format!("invalid image format {format:?}")));
+    }
+    if bitmap.is_some_and(|b| b.is_empty() || b.contains('\0')) {
+        return Err(failed("empty or invalid bitmap name".into()));
+    }
+    Ok(())
+}
+
+/// The full command line: a read-only export of `image` on `socket`, under
+/// [`pdeathsig_command`].
+fn qemu_nbd_command(
+    image: &Path,
+    format: &str,
+    bitmap: Option<&str>,
+    socket: &Path,
+) -> Result<Command, ToolError> {
+    let mut cmd = pdeathsig_command()?;
+    cmd.arg("--read-only")
+        // Keep serving after a client leaves: the lead may connect several times.
+        .arg("--persistent")
+        .arg("--shared=8")
+        .arg(format!("--format={format}"))
+        .arg(format!("--export-name={EXPORT}"))
+        .arg("--socket")
+        .arg(socket);
+    if let Some(b) = bitmap {
+        cmd.arg("--bitmap").arg(b);
+    }
+    cmd.arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Backstop for paths where neither stop() nor our Drop runs the kill.
+        .kill_on_drop(true);
+    Ok(cmd)
+}
+
 /// `setpriv --pdeathsig KILL -- qemu-nbd`, or plain `qemu-nbd` (with a warning) where
 /// setpriv is missing. Fails clearly when qemu-nbd itself is not installed: through
 /// setpriv that would otherwise only show as an early exit.
-fn qemu_nbd_command() -> Result<Command, NbdError> {
-    let Some(qemu_nbd) = find_program("qemu-nbd") else {
-        return Err(NbdError::Spawn {
-            tool: "qemu-nbd",
+fn pdeathsig_command() -> Result<Command, ToolError> {
+    let Some(qemu_nbd) = find_program(TOOL) else {
+        return Err(ToolError::Spawn {
+            tool: TOOL,
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"),
         });
     };
@@ -213,17 +232,6 @@ fn qemu_nbd_command() -> Result<Command, NbdError> {
             Ok(Command::new(qemu_nbd))
         }
     }
-}
-
-/// The first executable file called `name` in `$PATH`.
-fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// A 0700 directory with a short enough path for a unix socket.
@@ -253,7 +261,7 @@ async fn wait_ready(child: &mut Child, socket: &Path) -> Result<(), String> {
         // qemu-nbd log a failed negotiation.
         if socket.exists()
             && let Ok(mut stream) = UnixStream::connect(socket).await
-            && protocol::abort_probe(&mut stream).await.is_ok()
+            && abort_probe(&mut stream).await.is_ok()
         {
             return Ok(());
         }
@@ -284,40 +292,4 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Strin
             t.drain(..cut);
         }
     }
-}
-
-/// The image format `qemu-img info` detects: "qcow2", "raw", "vhdx", "vmdk", "vdi", …
-/// Uses `--force-share`, so it works on images a running VM has open.
-pub async fn detect_format(image: &Path) -> Result<String, NbdError> {
-    let tool_err = |message: String| NbdError::Tool {
-        tool: "qemu-img",
-        message,
-    };
-    let abs = tokio::fs::canonicalize(image)
-        .await
-        .map_err(|e| tool_err(format!("cannot open image {}: {e}", image.display())))?;
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json", "--force-share"])
-        .arg(&abs)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| NbdError::Spawn {
-            tool: "qemu-img",
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(tool_err(format!(
-            "info {} failed ({}): {}",
-            abs.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| tool_err(format!("info {} printed invalid JSON: {e}", abs.display())))?;
-    info.get("format")
-        .and_then(|f| f.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| tool_err(format!("info {} reported no format", abs.display())))
 }

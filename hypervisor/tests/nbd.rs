@@ -1,4 +1,4 @@
-//! The NBD client against real `qemu-nbd` (QEMU 7.2 here), plus a scripted hostile
+//! The NBD client against real `qemu-nbd` (QEMU 7.2 here), started by `QemuNbd`, plus a scripted hostile
 //! server for what qemu-nbd will never do (absurd lengths, errors, dropping out).
 //!
 //! Images live in per-test temp dirs; every `QemuNbd` is stopped or dropped.
@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_backup::nbd::{
-    MappedExtent, NbdAddress, NbdClient, NbdError, QemuNbd, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
-    detect_format,
+use lifeboat_hypervisor::nbd::{
+    MappedExtent, NbdAddress, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
 };
+use lifeboat_hypervisor::qemu_img::detect_format;
+use lifeboat_hypervisor::qemu_nbd::QemuNbd;
 use tokio::process::Command;
 use tokio::task::JoinSet;
 

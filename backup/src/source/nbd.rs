@@ -5,26 +5,26 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use lifeboat_hypervisor::nbd::{
+    ALLOCATION_CONTEXT, MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO,
+    dirty_bitmap_context,
+};
 
-use crate::BackupError;
-use crate::nbd::{MappedExtent, NbdClient, NbdError, STATE_DIRTY, STATE_HOLE, STATE_ZERO};
-use crate::source::DiskSource;
+use super::disk::DiskSource;
+use crate::error::BackupError;
 
 /// Largest single NBD read we issue; qemu-nbd accepts up to 32 MiB.
 const MAX_NBD_READ: usize = 4 * 1024 * 1024;
 
-pub const ALLOCATION_CONTEXT: &str = "base:allocation";
-
-pub fn dirty_bitmap_context(bitmap: &str) -> String {
-    format!("qemu:dirty-bitmap:{bitmap}")
-}
-
+/// A disk behind an NBD export, read with one shared [`NbdClient`]: its
+/// `base:allocation` map says what to read, and a dirty bitmap's map what changed.
 #[derive(Debug)]
 pub struct NbdSource {
     client: Arc<NbdClient>,
     description: String,
 }
 
+/// An NBD failure while reading `what`, as a backup error about that disk.
 pub(crate) fn nbd_err(what: &str, e: NbdError) -> BackupError {
     BackupError::Source {
         path: what.to_string(),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use lifeboat_backup::nbd::{NbdAddress, NbdClient, NbdError};
+use lifeboat_hypervisor::nbd::{NbdAddress, NbdClient, NbdError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::task::JoinSet;

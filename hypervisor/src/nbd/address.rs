@@ -1,55 +1,14 @@
-//! NBD (Network Block Device) client, and a launcher for `qemu-nbd`.
-//!
-//! Lifeboat reads every disk format QEMU understands (qcow2, VHDX, VMDK, VDI, raw) and
-//! every running VM's export through one protocol. NBD also carries the two maps a
-//! changed-block-tracking backup needs, through `NBD_CMD_BLOCK_STATUS`:
-//!
-//! * `base:allocation` — which extents hold data ([`STATE_HOLE`], [`STATE_ZERO`]), so
-//!   unallocated space is never read;
-//! * `qemu:dirty-bitmap:NAME` — which extents changed since QEMU started tracking
-//!   them in the persistent bitmap `NAME` ([`STATE_DIRTY`]).
-//!
-//! The protocol is `doc/proto.md` of the NetworkBlockDevice/nbd project; this client
-//! speaks the subset a backup reader needs: fixed-newstyle negotiation,
-//! `NBD_OPT_STRUCTURED_REPLY`, `NBD_OPT_SET_META_CONTEXT`, `NBD_OPT_GO` (falling back to
-//! `NBD_OPT_EXPORT_NAME`), and the `READ`, `BLOCK_STATUS` and `DISC` commands. No TLS,
-//! no writes, no extended headers.
-//!
-//! One [`NbdClient`] is one connection, shared by reference between tasks: every call
-//! takes `&self`, gets its own cookie, and many requests can be in flight at once
-//! (module [`client`] explains the reader/writer tasks). Memory stays bounded: a read
-//! is at most [`MAX_READ`] bytes, allocated by the caller's request, and every length a
-//! server sends is checked before anything is allocated for it.
-//!
-//! [`QemuNbd`] runs `qemu-nbd` read-only on a private unix socket for an image file.
-
-mod client;
-mod connection;
-mod protocol;
-mod qemu;
-mod replies;
+//! Where an NBD export is: the `nbd://` and `nbd+unix://` URIs libnbd and QEMU use,
+//! parsed and printed back.
 
 use std::fmt;
-use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-pub use client::NbdClient;
-pub use qemu::{QemuNbd, detect_format};
+use super::error::NbdError;
 
 /// IANA port for NBD, used when an `nbd://` address names none.
 pub const DEFAULT_PORT: u16 = 10809;
-
-/// Largest read [`NbdClient::read`] accepts (servers may advertise less; see
-/// [`NbdClient::max_read_len`]). 32 MiB is what the spec says every server handles.
-pub const MAX_READ: u32 = 32 << 20;
-
-/// `base:allocation`: the extent is not allocated (a hole).
-pub const STATE_HOLE: u32 = 1;
-/// `base:allocation`: the extent reads as zeros.
-pub const STATE_ZERO: u32 = 2;
-/// `qemu:dirty-bitmap:NAME`: the extent changed since the bitmap started tracking.
-pub const STATE_DIRTY: u32 = 1;
 
 /// Where an NBD export is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,110 +22,6 @@ pub enum NbdAddress {
         socket: PathBuf,
         export: String,
     },
-}
-
-/// One extent of a block-status reply, relative to the request's offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockExtent {
-    pub length: u32,
-    pub flags: u32,
-}
-
-/// An extent with its absolute offset on the disk (from [`NbdClient::map`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MappedExtent {
-    pub offset: u64,
-    pub length: u64,
-    pub flags: u32,
-}
-
-/// What went wrong talking to an NBD server or running the QEMU tools.
-#[derive(Debug, thiserror::Error)]
-pub enum NbdError {
-    #[error("invalid NBD address {uri:?}: {reason}")]
-    InvalidAddress { uri: String, reason: String },
-    #[error("cannot connect to NBD server {target}: {source} (is the server running?)")]
-    Connect {
-        target: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("NBD connection I/O error while {context}: {source}")]
-    Io {
-        context: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("NBD connection lost ({reason}); reconnect and retry")]
-    ConnectionLost { reason: String },
-    #[error("NBD server broke the protocol: {0}")]
-    Protocol(String),
-    #[error("NBD server refused {option}: {reason}{message}")]
-    OptionRefused {
-        option: &'static str,
-        /// The `NBD_REP_ERR_*` code.
-        code: u32,
-        reason: String,
-        /// The server's own text, prefixed with ": ", or empty.
-        message: String,
-    },
-    #[error("NBD server does not offer meta context {context} — {hint}")]
-    MetaContextNotOffered { context: String, hint: String },
-    #[error("NBD server does not support {0}")]
-    Unsupported(String),
-    #[error(
-        "NBD {command} of {length} bytes at offset {offset} failed on the server: \
-         {errno_name} (errno {errno}){message}"
-    )]
-    Command {
-        command: &'static str,
-        offset: u64,
-        length: u32,
-        errno: u32,
-        errno_name: &'static str,
-        /// The server's own text, prefixed with ": ", or empty.
-        message: String,
-    },
-    #[error("invalid NBD request: {0}")]
-    InvalidRequest(String),
-    #[error("{tool} failed: {message}")]
-    Tool { tool: &'static str, message: String },
-    #[error("cannot run {tool}: {source} (is QEMU's qemu-utils package installed?)")]
-    Spawn {
-        tool: &'static str,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl NbdError {
-    /// Whether doing the same thing again (on a new connection) may succeed: the
-    /// transport failed, or the server said it is shutting down. Protocol violations,
-    /// refused options, bad requests and server I/O errors are not retryable.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            NbdError::Connect { .. } | NbdError::Io { .. } | NbdError::ConnectionLost { .. } => {
-                true
-            }
-            NbdError::Command { errno, .. } => *errno == protocol::ESHUTDOWN,
-            NbdError::OptionRefused { code, .. } => *code == protocol::REP_ERR_SHUTDOWN,
-            _ => false,
-        }
-    }
-}
-
-/// What to tell the operator when a server does not offer a meta context.
-pub(crate) fn context_hint(context: &str) -> String {
-    if let Some(bitmap) = context.strip_prefix("qemu:dirty-bitmap:") {
-        format!(
-            "was qemu-nbd started with -B {bitmap}, and does the image hold a persistent \
-             bitmap named {bitmap:?}? (`qemu-img info` lists them)"
-        )
-    } else if context == "base:allocation" {
-        "the server cannot report allocation; read the whole disk instead".to_string()
-    } else {
-        "check the context name and that the server exports it".to_string()
-    }
 }
 
 impl NbdAddress {

@@ -1,0 +1,23 @@
+//! Lifeboat's side of QEMU: everything that talks to a hypervisor process, and
+//! nothing about repositories, snapshots or schedules.
+//!
+//! * [`qmp`]: a QEMU Machine Protocol client, to drive a running VM's block graph
+//!   (bitmaps, block jobs, exports);
+//! * [`nbd`]: an async NBD client that reads disks and their allocation and
+//!   dirty-bitmap maps;
+//! * [`qemu_nbd`] and [`qemu_img`]: launching `qemu-nbd` on an image file, and the
+//!   `qemu-img` operations on one (format, size, persistent bitmaps).
+//!
+//! Next here: the VM launcher that drills and failover boot replicas with.
+//!
+//! It sits below `backup`, `restore` and the replicator, beside `store`, and depends
+//! on neither. Its errors are its own ([`nbd::NbdError`], [`qmp::QmpError`],
+//! [`ToolError`]); the first two say whether a retry can help.
+
+pub mod nbd;
+pub mod qemu_img;
+pub mod qemu_nbd;
+pub mod qmp;
+mod tool;
+
+pub use tool::ToolError;
