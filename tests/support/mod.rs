@@ -9,6 +9,7 @@ pub mod disk;
 pub mod faults;
 pub mod qemu;
 pub mod s3;
+pub mod sites;
 pub mod tls;
 pub mod vm;
 
@@ -39,10 +40,15 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new(kind: Kind) -> Self {
+        Self::on(kind, s3::server())
+    }
+
+    /// A repository whose S3 bucket (for `Kind::S3`) is on `server`: a second site.
+    pub fn on(kind: Kind, server: &s3::Server) -> Self {
         let work = tempfile::tempdir().expect("temp dir");
         let url = match kind {
             Kind::Local => work.path().join("repo").display().to_string(),
-            Kind::S3 => s3::server().repo_url(&s3::unique_bucket()),
+            Kind::S3 => server.repo_url(&s3::unique_bucket()),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -57,6 +57,9 @@ pub struct ReplicateReport {
     pub snapshots_copied: u64,
     /// Selected source snapshots the destination already had.
     pub snapshots_present: u64,
+    /// Selected source snapshots not copied because they are older than the newest
+    /// point the destination holds for their disk (its own retention forgot them).
+    pub snapshots_older: u64,
     pub chunks_sent: u64,
     pub bytes_sent: u64,
     /// Chunks the copied snapshots need that the destination already had, and their

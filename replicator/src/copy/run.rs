@@ -1,7 +1,7 @@
 //! One replication run: check that the two repositories belong together, pick the
 //! source snapshots the destination lacks, copy them oldest first, report the lag.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,13 +26,7 @@ pub async fn replicate(
     let run_started = lifeboat_store::repo::now_rfc3339();
     check_pair(&src, &dst)?;
     let selected = |s: &SnapshotSummary| req.vms.is_empty() || req.vms.contains(&s.meta.vm);
-    let held: HashSet<(String, String)> = dst
-        .snapshots()
-        .await
-        .map_err(ReplicateError::destination)?
-        .iter()
-        .map(|s| origin_key(&origin(&dst, s)))
-        .collect();
+    let held = Held::of(&dst).await?;
     let mut todo: Vec<SnapshotSummary> = src
         .snapshots()
         .await
@@ -41,12 +35,15 @@ pub async fn replicate(
         .filter(selected)
         .collect();
     let all = todo.len() as u64;
-    todo.retain(|s| !held.contains(&origin_key(&origin(&src, s))));
+    todo.retain(|s| !held.has(&origin(&src, s)));
+    let unheld = todo.len() as u64;
+    todo.retain(|s| held.is_newer(s));
     todo.sort_by(|a, b| a.meta.time.cmp(&b.meta.time));
     let mut report = ReplicateReport {
         source: src.location(),
         destination: dst.location(),
-        snapshots_present: all - todo.len() as u64,
+        snapshots_present: all - unheld,
+        snapshots_older: unheld - todo.len() as u64,
         ..ReplicateReport::default()
     };
     let rate = req.limit_rate.map(RateLimit::new);
@@ -118,8 +115,42 @@ fn origin(repo: &Repository, s: &SnapshotSummary) -> ReplicatedFrom {
         })
 }
 
-fn origin_key(o: &ReplicatedFrom) -> (String, String) {
-    (o.repository.clone(), o.snapshot.clone())
+/// What the destination holds: snapshot origins, and per disk the newest point.
+struct Held {
+    origins: HashSet<(String, String)>,
+    newest: HashMap<(String, String), String>,
+}
+
+impl Held {
+    async fn of(dst: &Repository) -> ReplicateResult<Self> {
+        let mut held = Held {
+            origins: HashSet::new(),
+            newest: HashMap::new(),
+        };
+        for s in dst.snapshots().await.map_err(ReplicateError::destination)? {
+            let o = origin(dst, &s);
+            held.origins.insert((o.repository, o.snapshot));
+            let newest = held.newest.entry((s.meta.vm, s.meta.disk)).or_default();
+            if s.meta.time > *newest {
+                *newest = s.meta.time;
+            }
+        }
+        Ok(held)
+    }
+
+    fn has(&self, o: &ReplicatedFrom) -> bool {
+        self.origins
+            .contains(&(o.repository.clone(), o.snapshot.clone()))
+    }
+
+    /// Only points newer than the destination's newest of that disk are copied: an
+    /// older one missing there was forgotten by the destination's own retention, and
+    /// replication must not undo that.
+    fn is_newer(&self, s: &SnapshotSummary) -> bool {
+        self.newest
+            .get(&(s.meta.vm.clone(), s.meta.disk.clone()))
+            .is_none_or(|newest| s.meta.time > *newest)
+    }
 }
 
 /// The newest point per selected disk on the destination and its age now.
