@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use lifeboat_replicator::{ReplicateReport, ReplicateRequest, replicate};
-use lifeboat_store::{Progress, Repository, StoreError};
+use lifeboat_store::{Backend, Progress, Repository, StoreError};
 
 use crate::args::{GlobalArgs, ReplicateArgs};
 use crate::config_file;
@@ -28,8 +28,27 @@ pub async fn run(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
         "LIFEBOAT_TO_PASSWORD",
         g.password_file.as_deref(),
     )?;
-    let src = open_side(g, &a.from, &from_pass, Side::Source).await?;
-    let dst = open_side(g, &to, &to_pass, Side::Destination).await?;
+    let src_backend = side_backend(g, &a.from, Side::Source).await?;
+    let dst_backend = side_backend(g, &to, Side::Destination).await?;
+    if src_backend.location() == dst_backend.location() {
+        // Checked before either is opened: the replicator refuses too, but only after
+        // a passphrase has been tried on the wrong side.
+        return Err(lifeboat_replicator::ReplicateError::SameRepository {
+            location: dst_backend.location(),
+        }
+        .into());
+    }
+    let src = open_side(g, src_backend, &from_pass, Side::Source).await?;
+    let dst = open_side(g, dst_backend, &to_pass, Side::Destination)
+        .await
+        .map_err(|e| match e.downcast_ref::<StoreError>() {
+            Some(StoreError::NotARepository { .. }) => anyhow!(
+                "the destination {to} is not initialised: create it at the secondary site \
+                 with `lifeboat -r {to} init --replica-of {}`",
+                a.from
+            ),
+            _ => e,
+        })?;
     let request = ReplicateRequest {
         vms,
         fetches: a.fetches.into(),
@@ -72,21 +91,36 @@ enum Side {
     Destination,
 }
 
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}
+
+async fn side_backend(g: &GlobalArgs, address: &str, side: Side) -> Result<Arc<dyn Backend>> {
+    let (backend, _) = backend_at(g, address)
+        .await
+        .with_context(|| format!("{} repository {address}", side.name()))?;
+    Ok(backend)
+}
+
 /// Opens one side; errors name the side, and a wrong passphrase names the flag and
 /// variable that set that side's passphrase.
 async fn open_side(
     g: &GlobalArgs,
-    address: &str,
+    backend: Arc<dyn Backend>,
     pass: &str,
     side: Side,
 ) -> Result<Arc<Repository>> {
-    let (what, flags) = match side {
-        Side::Source => ("source", "--from-password-file / LIFEBOAT_FROM_PASSWORD"),
-        Side::Destination => ("destination", "--to-password-file / LIFEBOAT_TO_PASSWORD"),
+    let what = side.name();
+    let flags = match side {
+        Side::Source => "--from-password-file / LIFEBOAT_FROM_PASSWORD",
+        Side::Destination => "--to-password-file / LIFEBOAT_TO_PASSWORD",
     };
-    let (backend, _) = backend_at(g, address)
-        .await
-        .with_context(|| format!("{what} repository {address}"))?;
+    let address = backend.location();
     open_with(g, backend, pass).await.map_err(|e| {
         match e.downcast_ref::<StoreError>() {
             Some(StoreError::WrongPassphrase { .. }) => anyhow!(

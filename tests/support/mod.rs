@@ -50,6 +50,19 @@ impl TestRepo {
             Kind::Local => work.path().join("repo").display().to_string(),
             Kind::S3 => server.repo_url(&s3::unique_bucket()),
         };
+        Self::in_dir(kind, url, work)
+    }
+
+    /// Another handle on the repository at `url` (its own work dir and catalog cache).
+    pub fn with_url(kind: Kind, url: &str) -> Self {
+        Self::in_dir(
+            kind,
+            url.to_string(),
+            tempfile::tempdir().expect("temp dir"),
+        )
+    }
+
+    fn in_dir(kind: Kind, url: String, work: tempfile::TempDir) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
