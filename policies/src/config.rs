@@ -156,6 +156,7 @@ pub mod replication;
 mod validator;
 
 use raw::{RawConfig, RawGroup, RawRetention};
+use replication::{GroupView, RepoView};
 use validator::Validator;
 
 /// Parses and validates a configuration. `file_name` is only used in messages.
@@ -242,7 +243,22 @@ impl Validator<'_> {
                 groups.push(group);
             }
         }
-        let replications = self.replications(&raw.replication, &repositories, &groups);
+        let repo_views: Vec<RepoView> = repositories
+            .iter()
+            .map(|r| RepoView {
+                name: &r.name,
+                url: &r.url,
+            })
+            .collect();
+        let group_views: Vec<GroupView> = groups
+            .iter()
+            .map(|g| GroupView {
+                name: &g.name,
+                repository: &g.repository,
+                vms: g.vms.iter().map(|v| v.name.as_str()).collect(),
+            })
+            .collect();
+        let replications = self.replications(&raw.replication, &repo_views, &group_views);
         let daemon = match &raw.daemon {
             Some(d) => self.daemon(d),
             None => DaemonSettings::default(),

@@ -24,8 +24,20 @@ use toml::Spanned;
 
 use super::raw::RawReplication;
 use super::validator::Validator;
-use super::{Group, RepositoryConfig};
 use crate::schedule::Schedule;
+
+/// What validation needs of a `[[repository]]`.
+pub(super) struct RepoView<'a> {
+    pub(super) name: &'a str,
+    pub(super) url: &'a str,
+}
+
+/// What validation needs of a `[[group]]`.
+pub(super) struct GroupView<'a> {
+    pub(super) name: &'a str,
+    pub(super) repository: &'a str,
+    pub(super) vms: Vec<&'a str>,
+}
 
 /// A checked `[[replication]]`; `from` and `to` name its identity (at most one per pair).
 #[derive(Debug, Clone)]
@@ -107,8 +119,8 @@ impl Validator<'_> {
     pub(super) fn replications(
         &mut self,
         raw: &[Spanned<RawReplication>],
-        repositories: &[RepositoryConfig],
-        groups: &[Group],
+        repositories: &[RepoView],
+        groups: &[GroupView],
     ) -> Vec<Replication> {
         let mut pairs: HashMap<(String, String), usize> = HashMap::new();
         let mut out = Vec::new();
@@ -175,13 +187,13 @@ impl Validator<'_> {
     fn replication_ends(
         &mut self,
         r: &RawReplication,
-        repositories: &[RepositoryConfig],
+        repositories: &[RepoView],
         ctx: &str,
     ) -> Option<()> {
         let mut ok = true;
         let mut urls = Vec::new();
         for (end, key) in [(&r.from, "replication.from"), (&r.to, "replication.to")] {
-            match repositories.iter().find(|x| x.name == *end.get_ref()) {
+            match repositories.iter().find(|x| x.name == end.get_ref()) {
                 Some(repo) => urls.push(repo.url.trim().trim_end_matches('/').to_string()),
                 None => {
                     let known: Vec<String> = repositories
@@ -220,15 +232,15 @@ impl Validator<'_> {
     fn replicated_vms(
         &mut self,
         r: &RawReplication,
-        groups: &[Group],
+        groups: &[GroupView],
         ctx: &str,
     ) -> Option<Vec<ReplicatedVm>> {
         let from = r.from.get_ref();
-        let sources: Vec<&Group> = groups.iter().filter(|g| g.repository == *from).collect();
+        let sources: Vec<&GroupView> = groups.iter().filter(|g| g.repository == from).collect();
         let mut picked: Vec<ReplicatedVm> = Vec::new();
-        let mut add = |group: &Group, vm: &str| {
+        let mut add = |group: &GroupView, vm: &str| {
             let v = ReplicatedVm {
-                group: group.name.clone(),
+                group: group.name.to_string(),
                 vm: vm.to_string(),
             };
             if !picked.contains(&v) {
@@ -239,13 +251,13 @@ impl Validator<'_> {
         if r.vms.is_none() && r.groups.is_none() {
             sources
                 .iter()
-                .for_each(|g| g.vms.iter().for_each(|v| add(g, &v.name)));
+                .for_each(|g| g.vms.iter().for_each(|v| add(g, v)));
         }
         for name in r.groups.iter().flatten() {
-            match sources.iter().find(|g| g.name == *name.get_ref()) {
-                Some(g) => g.vms.iter().for_each(|v| add(g, &v.name)),
+            match sources.iter().find(|g| g.name == name.get_ref()) {
+                Some(g) => g.vms.iter().for_each(|v| add(g, v)),
                 None => {
-                    let why = match groups.iter().find(|g| g.name == *name.get_ref()) {
+                    let why = match groups.iter().find(|g| g.name == name.get_ref()) {
                         Some(g) => format!("backs up into {:?}, not {from:?}", g.repository),
                         None => "is not a [[group]] of this file".into(),
                     };
@@ -264,7 +276,7 @@ impl Validator<'_> {
         for name in r.vms.iter().flatten() {
             let found = sources
                 .iter()
-                .find(|g| g.vms.iter().any(|v| v.name == *name.get_ref()));
+                .find(|g| g.vms.iter().any(|v| v == name.get_ref()));
             match found {
                 Some(g) => add(g, name.get_ref()),
                 None => {
