@@ -84,10 +84,11 @@ impl Replication {
     }
 }
 
-/// Parses a transfer rate: a number, a unit (B, KB, MB, GB, KiB, MiB, GiB, or K, M, G
-/// for the binary ones) and an optional `/s`. Returns bytes per second.
+/// Parses a transfer rate the way `replicate --limit-rate` does, so the file means
+/// what the command line means: a number, an optional unit (K, M, G, with or without
+/// `iB`/`B`, any case; all binary) and an optional `/s`. Returns bytes per second.
 pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let hint = "write a number and a unit per second, e.g. \"50MiB/s\" or \"10MB/s\"";
+    let hint = "write a number and a unit per second, e.g. \"50MiB/s\" (binary units)";
     let t = text.trim();
     let t = t.strip_suffix("/s").unwrap_or(t).trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -95,16 +96,14 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?} is not a rate; {hint}"))?;
-    let mult: u64 = match unit.trim() {
-        "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "K" | "KiB" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "" => return Err(format!("{text:?}: number without a unit; {hint}")),
-        u => return Err(format!("{text:?}: unknown unit {u:?}; {hint}")),
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!("{text:?}: unknown unit {:?}; {hint}", unit.trim()));
+        }
     };
     match n.checked_mul(mult) {
         Some(0) => Err(format!(
