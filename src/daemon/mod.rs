@@ -11,7 +11,8 @@
 //! - prune runs beside backups (its lease and commit guard make that safe, see
 //!   ARCHITECTURE "Garbage collection"), so a long prune never holds backups off;
 //! - a run missed while the daemon was down (a disk whose next run after its last
-//!   good backup is already past) is caught up at start;
+//!   good backup is already past) is caught up at start; every replication runs
+//!   once at start (incremental: it copies what was committed meanwhile);
 //! - SIGTERM / SIGINT: no new jobs; queued ones are `cancelled`; running ones get
 //!   `stop_timeout` to finish, then SIGTERM (recorded `interrupted`); exit 0. A
 //!   second signal interrupts at once.
@@ -110,6 +111,11 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
     );
     let mut jobs = JoinSet::new();
     catch_up(&ctx, &config, &mut jobs).await;
+    // Each replication once at start: it copies whatever was committed while the
+    // daemon was down (or by hand), and costs a listing when nothing is new.
+    for ri in 0..config.replications.len() {
+        jobs.spawn(replicate(ctx.clone(), ri));
+    }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     run_timers(&ctx, &config, &mut jobs, &mut term, &mut int).await;
