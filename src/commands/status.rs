@@ -95,10 +95,13 @@ fn print_text(r: &StatusReport) {
                 if d.running { " (backup running)" } else { "" },
             );
             for rep in &d.replicas {
-                let lag = rep.lag_secs.map_or("nothing replicated yet".into(), |l| {
-                    format!("lag {}", format_duration(l.max(0) as u64))
+                let lag = rep.lag_secs.map_or(String::new(), |l| {
+                    format!("lag {}; ", format_duration(l.max(0) as u64))
                 });
-                let why = rep.reason.as_deref().unwrap_or("no replication_rpo set");
+                let why = rep
+                    .reason
+                    .as_deref()
+                    .unwrap_or("no replication_rpo set for this replication");
                 let err = rep
                     .last_error
                     .as_deref()
@@ -106,7 +109,7 @@ fn print_text(r: &StatusReport) {
                     .map(|e| format!("; last error: {}", e.lines().next().unwrap_or("")))
                     .unwrap_or_default();
                 println!(
-                    "    replica {}: {lag}; {why}{err}{}",
+                    "    replica {}: {lag}{why}{err}{}",
                     rep.destination,
                     if rep.running { " (replicating)" } else { "" },
                 );
