@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod prune;
 mod repair;
+mod replicate;
 mod restore;
 mod snapshots;
 mod status;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(a) => daemon::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
         Command::Repair(r) => repair::run(g, r).await,
+        Command::Replicate(a) => replicate::run(g, a).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,130 @@
+//! `lifeboat replicate`: opens both repositories (each with its own passphrase and
+//! credentials) and runs [`lifeboat_replicator::replicate`].
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lifeboat_replicator::{ReplicateReport, ReplicateRequest, replicate};
+use lifeboat_store::{Progress, Repository, StoreError};
+
+use crate::args::{GlobalArgs, ReplicateArgs};
+use crate::config_file;
+use crate::output::{ProgressGuard, bytes, print_json, rate};
+use crate::password;
+use crate::repository::{backend_at, open_with};
+
+pub async fn run(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
+    let Some(to) = a.to.clone().or_else(|| g.repo.clone()) else {
+        bail!("no destination given: pass --to REPO (or -r REPO)");
+    };
+    let vms = selected_vms(&a)?;
+    let from_pass = password::for_side(
+        a.source_password.from_password_file.as_deref(),
+        "LIFEBOAT_FROM_PASSWORD",
+        g.password_file.as_deref(),
+    )?;
+    let to_pass = password::for_side(
+        a.to_password_file.as_deref(),
+        "LIFEBOAT_TO_PASSWORD",
+        g.password_file.as_deref(),
+    )?;
+    let src = open_side(g, &a.from, &from_pass, Side::Source).await?;
+    let dst = open_side(g, &to, &to_pass, Side::Destination).await?;
+    let request = ReplicateRequest {
+        vms,
+        fetches: a.fetches.into(),
+        uploads: a.uploads.into(),
+        limit_rate: a.limit_rate,
+    };
+    let progress = Arc::new(Progress::default());
+    let guard = ProgressGuard::start("replicate", progress.clone(), !g.quiet && !g.json);
+    let report = replicate(src, dst, &request, progress).await;
+    drop(guard);
+    let report = report.map_err(|e| match e {
+        lifeboat_replicator::ReplicateError::NotAReplica { .. } => anyhow!(
+            "{e}; create the destination with `lifeboat -r {to} init --replica-of {}`",
+            a.from
+        ),
+        other => other.into(),
+    })?;
+    if g.json {
+        print_json(&report);
+    } else if !g.quiet {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+/// `--vm` names, plus the VMs of `--group` in the configuration.
+fn selected_vms(a: &ReplicateArgs) -> Result<Vec<String>> {
+    let mut vms = a.vm.clone();
+    if let Some(name) = &a.group {
+        let config = config_file::load(&a.config)?;
+        let (group, _) = config_file::group(&config, name)?;
+        vms.extend(group.vms.iter().map(|v| v.name.clone()));
+    }
+    Ok(vms)
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Opens one side; errors name the side, and a wrong passphrase names the flag and
+/// variable that set that side's passphrase.
+async fn open_side(
+    g: &GlobalArgs,
+    address: &str,
+    pass: &str,
+    side: Side,
+) -> Result<Arc<Repository>> {
+    let (what, flags) = match side {
+        Side::Source => ("source", "--from-password-file / LIFEBOAT_FROM_PASSWORD"),
+        Side::Destination => ("destination", "--to-password-file / LIFEBOAT_TO_PASSWORD"),
+    };
+    let (backend, _) = backend_at(g, address)
+        .await
+        .with_context(|| format!("{what} repository {address}"))?;
+    open_with(g, backend, pass).await.map_err(|e| {
+        match e.downcast_ref::<StoreError>() {
+            Some(StoreError::WrongPassphrase { .. }) => anyhow!(
+                "{what} repository: {e} (the {what}'s passphrase comes from {flags}, else --password-file / LIFEBOAT_PASSWORD)"
+            ),
+            _ => e.context(format!("{what} repository {address}")),
+        }
+    })
+}
+
+fn print_text(r: &ReplicateReport) {
+    for c in &r.copied {
+        println!(
+            "copied {}/{} of {} (snapshot {} → {})",
+            c.vm,
+            c.disk,
+            c.time,
+            &c.source_snapshot[..8],
+            &c.snapshot[..8]
+        );
+    }
+    println!(
+        "{} snapshot(s) copied, {} already there; sent {} chunks, {} ({}); {} already at the destination; took {:.2} s",
+        r.snapshots_copied,
+        r.snapshots_present,
+        r.chunks_sent,
+        bytes(r.bytes_sent),
+        rate(r.bytes_sent, r.duration_secs),
+        bytes(r.bytes_skipped),
+        r.duration_secs
+    );
+    for n in &r.newest {
+        println!(
+            "{}/{}: newest point on the destination {} (lag {})",
+            n.vm,
+            n.disk,
+            n.time,
+            lifeboat_policies::format_duration(n.lag_secs)
+        );
+    }
+}
