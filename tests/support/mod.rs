@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod daemon;
 pub mod disk;
 pub mod faults;
 pub mod qemu;
