@@ -118,6 +118,8 @@ pub struct Seen {
     pub path: String,
     /// The server's status, if the request reached it.
     pub status: Option<u16>,
+    /// Bytes of request body (an upload's size).
+    pub body_len: u64,
     /// What the proxy did to it.
     pub fault: Option<Fault>,
 }
@@ -178,9 +180,14 @@ struct State {
     forced: Mutex<std::collections::VecDeque<Fault>>,
     /// Requests numbered at or above this are held, never forwarded.
     hold_from: AtomicU64,
+    /// Requests with this method whose path contains this text are held too.
+    hold_matching: Mutex<Option<(String, String)>>,
     held: AtomicU64,
     /// Bumped to let held requests go (their connections close unanswered).
     release: tokio::sync::watch::Sender<u64>,
+    /// Percent-encode `/` in query strings before forwarding (see
+    /// [`Proxy::encode_query_slashes`]).
+    encode_query_slashes: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy; stops when dropped.
@@ -216,8 +223,10 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             forced: Mutex::default(),
             hold_from: AtomicU64::new(u64::MAX),
+            hold_matching: Mutex::default(),
             held: AtomicU64::new(0),
             release: tokio::sync::watch::channel(0).0,
+            encode_query_slashes: Default::default(),
         });
         let s = state.clone();
         runtime.spawn(async move {
@@ -271,6 +280,22 @@ impl Proxy {
         self.state.hold_from.store(n, Ordering::SeqCst);
     }
 
+    /// Forwards `?prefix=a/b/` as `?prefix=a%2Fb%2F`. Same request to any S3 server; it
+    /// is for moto with IAM enforcement on, which checks SigV4 signatures over the query
+    /// exactly as sent while the AWS SDK signs the canonical (encoded) form and sends `/`
+    /// raw — a moto bug that makes every signed ListObjectsV2 with a prefix fail there.
+    pub fn encode_query_slashes(&self) {
+        self.state
+            .encode_query_slashes
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Holds every `method` request whose path contains `path_part` (e.g. the first
+    /// `PUT` of a manifest: a crash exactly between a run's data and its commit).
+    pub fn hold_matching(&self, method: &str, path_part: &str) {
+        *self.state.hold_matching.lock().unwrap() = Some((method.into(), path_part.into()));
+    }
+
     /// How many requests are being held right now.
     pub fn held(&self) -> u64 {
         self.state.held.load(Ordering::SeqCst)
@@ -279,6 +304,7 @@ impl Proxy {
     /// Stops holding; requests held so far are dropped unanswered, never forwarded.
     pub fn release(&self) {
         self.state.hold_from.store(u64::MAX, Ordering::SeqCst);
+        *self.state.hold_matching.lock().unwrap() = None;
         self.state.release.send_modify(|v| *v += 1);
     }
 }
@@ -303,11 +329,20 @@ struct Request {
 }
 
 async fn serve(mut conn: TcpStream, state: Arc<State>) {
-    let Ok(Some(req)) = read_request(&mut conn).await else {
+    let Ok(Some(mut req)) = read_request(&mut conn).await else {
         return;
     };
+    if state.encode_query_slashes.load(Ordering::SeqCst) {
+        encode_slashes_in_query(&mut req);
+    }
     let n = state.next.fetch_add(1, Ordering::SeqCst);
-    if n >= state.hold_from.load(Ordering::SeqCst) {
+    let matched = state
+        .hold_matching
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|(m, p)| req.method == *m && req.path.contains(p.as_str()));
+    if matched || n >= state.hold_from.load(Ordering::SeqCst) {
         let mut release = state.release.subscribe();
         state.held.fetch_add(1, Ordering::SeqCst);
         let _ = release.changed().await;
@@ -352,11 +387,24 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
     let _ = conn.flush().await;
     let _ = conn.shutdown().await;
     state.seen.lock().unwrap().push(Seen {
+        body_len: req.body.len() as u64,
         method: req.method,
         path: req.path,
         status,
         fault,
     });
+}
+
+/// Rewrites the request line's query, `/` → `%2F` (see [`Proxy::encode_query_slashes`]).
+fn encode_slashes_in_query(req: &mut Request) {
+    let Some((path, query)) = req.path.split_once('?') else {
+        return;
+    };
+    let target = format!("{path}?{}", query.replace('/', "%2F"));
+    let line_end = req.head.iter().position(|b| *b == b'\n').unwrap_or(0);
+    let line = format!("{} {target} HTTP/1.1\r", req.method);
+    req.head.splice(..line_end, line.into_bytes());
+    req.path = target;
 }
 
 /// Reads one request; `None` when the client closed first.

@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod disk;
 pub mod faults;
 pub mod qemu;
+pub mod replica;
 pub mod s3;
 pub mod sites;
 pub mod tls;
