@@ -185,9 +185,6 @@ struct State {
     held: AtomicU64,
     /// Bumped to let held requests go (their connections close unanswered).
     release: tokio::sync::watch::Sender<u64>,
-    /// Percent-encode `/` in query strings before forwarding (see
-    /// [`Proxy::encode_query_slashes`]).
-    encode_query_slashes: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy; stops when dropped.
@@ -226,7 +223,6 @@ impl Proxy {
             hold_matching: Mutex::default(),
             held: AtomicU64::new(0),
             release: tokio::sync::watch::channel(0).0,
-            encode_query_slashes: Default::default(),
         });
         let s = state.clone();
         runtime.spawn(async move {
@@ -280,16 +276,6 @@ impl Proxy {
         self.state.hold_from.store(n, Ordering::SeqCst);
     }
 
-    /// Forwards `?prefix=a/b/` as `?prefix=a%2Fb%2F`. Same request to any S3 server; it
-    /// is for moto with IAM enforcement on, which checks SigV4 signatures over the query
-    /// exactly as sent while the AWS SDK signs the canonical (encoded) form and sends `/`
-    /// raw — a moto bug that makes every signed ListObjectsV2 with a prefix fail there.
-    pub fn encode_query_slashes(&self) {
-        self.state
-            .encode_query_slashes
-            .store(true, Ordering::SeqCst);
-    }
-
     /// Holds every `method` request whose path contains `path_part` (e.g. the first
     /// `PUT` of a manifest: a crash exactly between a run's data and its commit).
     pub fn hold_matching(&self, method: &str, path_part: &str) {
@@ -329,12 +315,9 @@ struct Request {
 }
 
 async fn serve(mut conn: TcpStream, state: Arc<State>) {
-    let Ok(Some(mut req)) = read_request(&mut conn).await else {
+    let Ok(Some(req)) = read_request(&mut conn).await else {
         return;
     };
-    if state.encode_query_slashes.load(Ordering::SeqCst) {
-        encode_slashes_in_query(&mut req);
-    }
     let n = state.next.fetch_add(1, Ordering::SeqCst);
     let matched = state
         .hold_matching
@@ -393,18 +376,6 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
         status,
         fault,
     });
-}
-
-/// Rewrites the request line's query, `/` → `%2F` (see [`Proxy::encode_query_slashes`]).
-fn encode_slashes_in_query(req: &mut Request) {
-    let Some((path, query)) = req.path.split_once('?') else {
-        return;
-    };
-    let target = format!("{path}?{}", query.replace('/', "%2F"));
-    let line_end = req.head.iter().position(|b| *b == b'\n').unwrap_or(0);
-    let line = format!("{} {target} HTTP/1.1\r", req.method);
-    req.head.splice(..line_end, line.into_bytes());
-    req.path = target;
 }
 
 /// Reads one request; `None` when the client closed first.
