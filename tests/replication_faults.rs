@@ -144,7 +144,7 @@ fn replication_killed_before_the_manifest_commits_nothing_until_rerun() {
     );
     let before = secondary.proxy.take_seen();
     assert!(
-        before.iter().any(|s| is_pack_put(s)) && before.iter().any(|s| s.path.contains("/index/")),
+        before.iter().any(is_pack_put) && before.iter().any(|s| s.path.contains("/index/")),
         "the killed run had not stored its packs and index yet"
     );
     assert_eq!(

@@ -98,8 +98,7 @@ impl S3Backend {
     ) -> Result<S3Backend, BackendError> {
         let setup_error =
             |detail: String| io(format!("connecting to s3://{}", addr.bucket), detail, false);
-        let mut region_chain =
-            RegionProviderChain::first_try(addr.region.clone().map(Region::new));
+        let mut region_chain = RegionProviderChain::first_try(addr.region.clone().map(Region::new));
         if let Some(name) = &addr.profile {
             region_chain = region_chain.or_else(
                 aws_config::profile::ProfileFileRegionProvider::builder()
