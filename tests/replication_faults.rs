@@ -257,3 +257,54 @@ fn unreachable_secondary_exits_75_naming_the_destination() {
     );
     primary.check_unchanged();
 }
+
+/// Sends every request from the `after`-th on the link `proxy` to 503 SlowDown until the
+/// run gives up, then heals the link. Returns the failed run's stderr.
+fn fail_mid_run(secondary: &Secondary, from: &str, proxy: &Proxy, after: u64) -> String {
+    let start = proxy.requests();
+    let mut child = secondary
+        .linked()
+        .args(replicate_args(from))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while proxy.requests() < start + after {
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut config = FaultConfig::all(1, 1.0, STALL);
+    config.kinds = vec![Fault::SlowDown];
+    proxy.set_config(config);
+    let out = child.wait_with_output().unwrap();
+    proxy.set_config(FaultConfig::none());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    stderr
+}
+
+#[test]
+fn replication_failing_mid_run_exits_75_and_a_rerun_completes() {
+    let primary = Primary::new(51);
+    for side in ["destination", "source"] {
+        let secondary = Secondary::new(&primary, FaultConfig::none());
+        let source = Proxy::start(&support::s3::server().endpoint, FaultConfig::none());
+        let from = source.repo_url(&primary.repo.url);
+        let (link, after) = match side {
+            // After the first pack upload or so; during the reads of the first snapshot.
+            "destination" => (&secondary.proxy, 8),
+            _ => (&source, 12),
+        };
+        let stderr = fail_mid_run(&secondary, &from, link, after);
+        assert!(
+            stderr.contains(&format!("{side} repository")) && stderr.contains("SlowDown"),
+            "the error does not say the {side} failed: {stderr}"
+        );
+        assert!(stderr.contains("run the same command again"), "{stderr}");
+        let kept = secondary.check(&primary, false);
+        eprintln!("{side} link failed mid-run: exit 75, {kept:?} committed; rerun");
+        replicate_ok(&secondary, &from);
+        secondary.check(&primary, true);
+    }
+    primary.check_unchanged();
+}
