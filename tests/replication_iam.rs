@@ -176,6 +176,14 @@ fn secondary_pulls_with_keys_that_cannot_write_or_delete_the_primary() {
         sites.secondary_ok(&["restore", s["id"].as_str().unwrap(), &out_arg]);
         assert_same_file(&out, expected);
     }
+    // A profile that is not in the file: a clear error naming it, exit 1.
+    let out = sites.run_secondary(&["replicate", "--from", &format!("{base}&profile=nope")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("source repository") && stderr.contains("AWS profile \"nope\""),
+        "{stderr}"
+    );
     let check = primary
         .cmd()
         .envs(profiles)

@@ -129,11 +129,7 @@ impl S3Backend {
             loader =
                 loader.credentials_provider(Credentials::new(id, secret, None, None, "lifeboat"));
         } else if let Some(name) = &addr.profile {
-            loader = loader.credentials_provider(
-                aws_config::profile::ProfileFileCredentialsProvider::builder()
-                    .profile_name(name)
-                    .build(),
-            );
+            loader = loader.credentials_provider(s3_client::profile_credentials(name).await?);
         }
         let sdk_config = loader.load().await;
 
