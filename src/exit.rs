@@ -24,7 +24,7 @@ pub fn for_error(err: &anyhow::Error) -> ExitCode {
 
 /// True if any typed error in the chain says a retry can help. Context layers added
 /// by the binary are plain strings and are skipped.
-fn is_retryable(err: &anyhow::Error) -> bool {
+pub fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<BackupError>()
             .is_some_and(BackupError::is_retryable)

@@ -13,7 +13,22 @@ use crate::output::{ProgressGuard, bytes, print_json, rate};
 use crate::password;
 use crate::repository::{backend_at, open_with};
 
+/// Runs a replication; a transient failure (exit 75) says that a rerun resumes, since
+/// the operator (or scheduler) deciding whether to retry reads only that line.
 pub async fn run(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
+    run_once(g, a).await.map_err(|e| {
+        if crate::exit::is_retryable(&e) {
+            e.context(
+                "replication stopped by a transient failure; run the same command again: \
+                 it resumes where this run stopped and keeps every snapshot already copied",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+async fn run_once(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
     let Some(to) = a.to.clone().or_else(|| g.repo.clone()) else {
         bail!("no destination given: pass --to REPO (or -r REPO)");
     };

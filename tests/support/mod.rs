@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod disk;
 pub mod faults;
 pub mod qemu;
+pub mod replica;
 pub mod s3;
 pub mod sites;
 pub mod tls;

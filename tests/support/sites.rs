@@ -13,6 +13,9 @@ pub const SECONDARY_PASSWORD: &str = "a different passphrase at the second site"
 pub struct Sites {
     pub primary: TestRepo,
     pub secondary: TestRepo,
+    /// Extra environment of every command at the secondary (e.g. the AWS shared
+    /// credentials file its addresses' `profile=` names).
+    pub env: Vec<(String, String)>,
 }
 
 impl Sites {
@@ -26,6 +29,7 @@ impl Sites {
         Self {
             primary,
             secondary: TestRepo::on(secondary, s3::second_server()),
+            env: Vec::new(),
         }
     }
 
@@ -44,7 +48,8 @@ impl Sites {
             .env("LIFEBOAT_FROM_PASSWORD", PASSWORD)
             .env_remove("LIFEBOAT_TO_PASSWORD")
             .env_remove("LIFEBOAT_FROM_PASSWORD_FILE")
-            .env_remove("LIFEBOAT_TO_PASSWORD_FILE");
+            .env_remove("LIFEBOAT_TO_PASSWORD_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
