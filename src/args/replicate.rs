@@ -44,7 +44,7 @@ pub struct ReplicateArgs {
     pub config: PathBuf,
     /// Average rate limit on what is sent to the destination, e.g. 50MiB/s (binary
     /// units, per second) [default: unlimited]
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = lifeboat_policies::config::parse_rate)]
     pub limit_rate: Option<u64>,
     /// Ranged reads in flight on the source
     #[arg(long, value_name = "N", default_value_t = 8,
@@ -54,51 +54,4 @@ pub struct ReplicateArgs {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub uploads: u16,
-}
-
-/// Parses `50MiB/s`, `100M`, `1GiB/s`, `65536` (bytes per second; binary units).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a rate like 50MiB/s"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use K, M or G per second, e.g. 50MiB/s"
-            ));
-        }
-    };
-    match n.checked_mul(mult) {
-        Some(0) => Err(format!("{s:?} would send nothing; give a rate above zero")),
-        Some(rate) => Ok(rate),
-        None => Err(format!("{s:?} is too large")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates() {
-        for (input, want) in [
-            ("50MiB/s", Some(50 << 20)),
-            ("100M", Some(100 << 20)),
-            ("1GiB/s", Some(1 << 30)),
-            ("65536", Some(65536)),
-            ("0", None),
-            ("fast", None),
-            ("5TB/s", None),
-        ] {
-            assert_eq!(parse_rate(input).ok(), want, "{input}");
-        }
-    }
 }
