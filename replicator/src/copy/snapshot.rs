@@ -121,7 +121,7 @@ async fn send_chunks(
 ) -> ReplicateResult<(u64, u64)> {
     let (from, to) = (link.src.keys().clone(), link.dst.keys().clone());
     let reader = ChunkReader::new(link.src.clone(), link.req.fetches);
-    let mut blobs = std::pin::pin!(reader.read(ranges, move |fetched: FetchedRange| {
+    let resealed = reader.read(ranges, move |fetched: FetchedRange| {
         fetched
             .range
             .needs
@@ -137,10 +137,22 @@ async fn send_chunks(
                 Ok((need.id, sealed, need.raw_len))
             })
             .collect::<Result<Vec<_>, ReadFailure<Infallible>>>()
+    });
+    // The reads run in their own task, a few ranges ahead: while the writer waits for
+    // an upload slot, fetching and re-sealing go on (a stream is only driven while it
+    // is polled).
+    let (tx, mut blobs) = tokio::sync::mpsc::channel(link.req.fetches.max(1));
+    let read_ahead = AbortOnDrop(tokio::spawn(async move {
+        let mut resealed = std::pin::pin!(resealed);
+        while let Some(range) = resealed.next().await {
+            if tx.send(range).await.is_err() {
+                break;
+            }
+        }
     }));
     let mut writer = PackWriter::new(link.dst.clone(), link.req.uploads);
     let mut chunks = 0;
-    while let Some(range) = blobs.next().await {
+    while let Some(range) = blobs.recv().await {
         let range = range.map_err(|failure| match failure {
             ReadFailure::Storage(e) => ReplicateError::from((Side::Source, e)),
             ReadFailure::Damaged(d) => damaged(source, d.detail),
@@ -158,8 +170,18 @@ async fn send_chunks(
             link.progress.add(u64::from(raw_len));
         }
     }
+    drop(read_ahead);
     let stats = writer.finish().await.map_err(ReplicateError::destination)?;
     Ok((chunks, stats.stored_bytes))
+}
+
+/// Stops the read-ahead task when the copy ends early (an error on either side).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn damaged(source: &SnapshotSummary, detail: String) -> ReplicateError {
