@@ -299,3 +299,38 @@ fn bad_input_is_refused_and_changes_nothing() {
         "the secondary was changed"
     );
 }
+
+#[test]
+fn an_immutable_replica_needs_a_bucket_with_object_lock() {
+    let sites = Sites::new(Kind::Local, Kind::S3);
+    // The second site's bucket exists (a plain replica lives in it) without Object Lock.
+    sites.init_replica(&[]);
+    let locked_url = sites
+        .secondary
+        .url
+        .replace("/lifeboat?", "/lifeboat-locked?");
+    let locked = TestRepo::with_url(Kind::S3, &locked_url);
+    let out = sites
+        .secondary_cmd()
+        .env("LIFEBOAT_REPO", &locked_url)
+        .args([
+            "init",
+            "--immutable",
+            "30d",
+            "--replica-of",
+            &sites.primary.url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("does not have S3 Object Lock enabled"),
+        "{text}"
+    );
+    assert!(
+        locked.keys("").is_empty(),
+        "nothing may be written: {:?}",
+        locked.keys("")
+    );
+}
