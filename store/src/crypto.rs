@@ -104,6 +104,23 @@ impl RepoKeys {
         open_with(&self.cipher, aad, sealed)
     }
 
+    /// Opens in place: `buf` holds a sealed object (nonce ‖ ciphertext ‖ tag); on
+    /// success it holds nonce ‖ plaintext, ready for [`Self::seal_in_place`] under
+    /// another key without a copy. On failure `buf` is unspecified.
+    pub fn open_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), AuthError> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(AuthError);
+        }
+        let tag_at = buf.len() - TAG_LEN;
+        let tag = chacha20poly1305::Tag::clone_from_slice(&buf[tag_at..]);
+        let (nonce, body) = buf[..tag_at].split_at_mut(NONCE_LEN);
+        self.cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, body, &tag)
+            .map_err(|_| AuthError)?;
+        buf.truncate(tag_at);
+        Ok(())
+    }
+
     /// Seals in place, for hot paths: `buf` must hold [`NONCE_LEN`] bytes of room
     /// followed by the plaintext. Fills in the nonce, encrypts, appends the tag —
     /// the same layout as [`Self::seal`] without copying the data.

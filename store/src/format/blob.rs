@@ -4,6 +4,8 @@
 //! Opening a blob checks the AEAD tag *and* recomputes the keyed id of the plaintext,
 //! so a blob can only ever restore as exactly the chunk its id names.
 
+use std::borrow::Cow;
+
 use crate::crypto::{ChunkId, NONCE_LEN, RepoKeys, TAG_LEN};
 
 /// Upper bound on a chunk's plaintext; fastcdc's largest maximum chunk size.
@@ -80,39 +82,48 @@ pub fn reseal_chunk(
     id: &ChunkId,
     sealed: &[u8],
 ) -> Result<Vec<u8>, BlobError> {
-    let plain = from.open(&id.0, sealed).map_err(|_| BlobError::Auth)?;
-    check_id(from, id, &plain)?;
-    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
-    out.resize(NONCE_LEN, 0);
-    out.extend_from_slice(&plain);
-    to.seal_in_place(&id.0, &mut out);
-    Ok(out)
+    // One copy in all: opened and sealed again in the same buffer, which keeps the
+    // nonce's room at its start (nonce ‖ plaintext is what seal_in_place takes).
+    let mut buf = Vec::with_capacity(sealed.len());
+    buf.extend_from_slice(sealed);
+    from.open_in_place(&id.0, &mut buf)
+        .map_err(|_| BlobError::Auth)?;
+    check_id(from, id, &decode(&buf[NONCE_LEN..])?)?;
+    to.seal_in_place(&id.0, &mut buf);
+    Ok(buf)
 }
 
-/// Decodes an opened blob (`codec ‖ payload`) and checks it hashes to `id`.
-fn check_id(keys: &RepoKeys, id: &ChunkId, plain: &[u8]) -> Result<Vec<u8>, BlobError> {
+/// The chunk inside an opened blob (`codec ‖ payload`); borrowed when stored raw.
+fn decode(plain: &[u8]) -> Result<Cow<'_, [u8]>, BlobError> {
     let (&codec, payload) = plain.split_first().ok_or(BlobError::Empty)?;
-    let data = match codec {
-        CODEC_RAW => payload.to_vec(),
+    match codec {
+        CODEC_RAW => Ok(Cow::Borrowed(payload)),
         // The capacity bound stops a hostile frame header from allocating gigabytes.
         CODEC_ZSTD => zstd::bulk::decompress(payload, MAX_CHUNK_LEN)
-            .map_err(|e| BlobError::Decompress(e.to_string()))?,
-        other => return Err(BlobError::UnknownCodec(other)),
-    };
-    let actual = keys.chunk_id(&data);
+            .map(Cow::Owned)
+            .map_err(|e| BlobError::Decompress(e.to_string())),
+        other => Err(BlobError::UnknownCodec(other)),
+    }
+}
+
+/// Checks that a chunk hashes to `id`.
+fn check_id(keys: &RepoKeys, id: &ChunkId, data: &[u8]) -> Result<(), BlobError> {
+    let actual = keys.chunk_id(data);
     if actual != *id {
         return Err(BlobError::IdMismatch {
             expected: *id,
             actual,
         });
     }
-    Ok(data)
+    Ok(())
 }
 
 /// Opens, decompresses and verifies one chunk blob.
 pub fn open_chunk(keys: &RepoKeys, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
     let plain = keys.open(&id.0, sealed).map_err(|_| BlobError::Auth)?;
-    check_id(keys, id, &plain)
+    let data = decode(&plain)?;
+    check_id(keys, id, &data)?;
+    Ok(data.into_owned())
 }
 
 #[cfg(test)]
