@@ -8,3 +8,5 @@
 //!
 //! Depends on `store` (both shared paths) and `hypervisor` (qemu-img, qemu-nbd);
 //! never on `backup` (tests/layering.rs).
+
+pub mod standby;
