@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod standby;
 mod status;
 mod verify;
 
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(a) => daemon::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
         Command::Repair(r) => repair::run(g, r).await,
+        Command::Standby(c) => standby::run(g, c).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }
