@@ -117,7 +117,7 @@ fn nightly_syncs_keep_points_equal_to_their_snapshots_and_write_only_changes() {
     );
     assert_eq!(
         assert_points_equal_restores(&repo, &disk_dir),
-        [first.clone()]
+        std::slice::from_ref(&first)
     );
     let again = sync(&repo, &standby, &[]);
     assert_eq!(disk_report(&again)["mode"], "unchanged", "{again}");
@@ -239,7 +239,7 @@ fn a_sync_killed_mid_write_leaves_the_previous_point_and_the_rerun_completes() {
     assert!(partial.exists());
     assert_eq!(
         assert_points_equal_restores(&repo, &disk_dir),
-        [first.clone()]
+        std::slice::from_ref(&first)
     );
 
     let report = sync(&repo, &standby, &[]);

@@ -53,7 +53,8 @@ pub(crate) fn plan(below: Below<'_>, new: &Manifest) -> Plan {
     let old_data: Vec<(u64, u64)> = match &below {
         Below::Point(old) => merged(
             old.extents_with_offsets()
-                .filter_map(|(off, e)| matches!(e, Extent::Chunk { .. }).then(|| (off, e.len()))),
+                .filter(|(_, e)| matches!(e, Extent::Chunk { .. }))
+                .map(|(off, e)| (off, e.len())),
         ),
         _ => Vec::new(),
     };

@@ -188,7 +188,7 @@ pub(crate) fn path_part(name: &str) -> String {
         }
     }
     if out.is_empty() {
-        out.push_str("%");
+        out.push('%');
     }
     out
 }
