@@ -195,7 +195,11 @@ async fn sync_disk(
     let mut points = dir.load()?;
     chain::finish_fold(&dir, &mut points).await?;
     dir.remove_unlisted(&points)?;
-    let (mode, filled) = if points.iter().any(|p| p.snapshot == snap.id) {
+    // Nothing newer than the newest point (also when the repository's newest
+    // snapshot is older than it: its own snapshot was forgotten since).
+    let current = points.iter().any(|p| p.snapshot == snap.id)
+        || points.last().is_some_and(|p| p.time > snap.meta.time);
+    let (mode, filled) = if current {
         (Mode::Unchanged, write::Filled::default())
     } else {
         let (point, mode, filled) = add_point(repo, request, &dir, &points, snap, progress).await?;
@@ -204,11 +208,12 @@ async fn sync_disk(
         (mode, filled)
     };
     chain::keep_last(&dir, &mut points, request.keep).await?;
+    let newest = points.last().expect("a point was kept or added");
     Ok(DiskReport {
         vm: snap.meta.vm.clone(),
         disk: snap.meta.disk.clone(),
-        point: snap.id.clone(),
-        time: snap.meta.time.clone(),
+        point: newest.snapshot.clone(),
+        time: newest.time.clone(),
         mode,
         bytes_written: filled.bytes_written,
         bytes_zeroed: filled.bytes_zeroed,
