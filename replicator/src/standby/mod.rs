@@ -252,6 +252,7 @@ async fn add_point(
         Ok((mode, filled)) => {
             let done = async {
                 qemu_img::check_qcow2(&partial).await?;
+                tracing::debug!("standby: qemu-img check passed");
                 sync_file(&partial)?;
                 dir.rename_durably(&partial, &dir.file(&file))
             };
@@ -299,6 +300,12 @@ async fn write_partial(
     let backing = points.last().map(|p| p.file.as_str());
     qemu_img::create_qcow2(partial, new.meta.size, backing).await?;
     let plan = diff::plan(below, &new);
+    tracing::debug!(
+        chunks = plan.chunks.len(),
+        data_bytes = plan.data_bytes,
+        zero_bytes = plan.zero_bytes,
+        "standby: manifests compared, overlay created"
+    );
     progress.set_total(progress.total() + plan.data_bytes);
     let target = write::Target {
         snapshot: &snap.id,

@@ -79,6 +79,7 @@ pub(crate) async fn fill(
         size,
         image,
     } = target;
+    let started = std::time::Instant::now();
     let nbd = QemuNbd::start_writable(image, "qcow2").await?;
     let client = NbdClient::connect(&nbd.address(), &[]).await?;
     let shared = Arc::new(Shared {
@@ -87,6 +88,10 @@ pub(crate) async fn fill(
         progress,
     });
     let written = write_plan(repo, snapshot, &shared, plan, fetches).await;
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        "standby: chunks fetched and written"
+    );
     // Flush even after a failure is pointless: the image is discarded then.
     let result = match written {
         Ok(()) => shared.client.flush().await.map_err(StandbyError::from),
@@ -100,7 +105,12 @@ pub(crate) async fn fill(
         .filled
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    tracing::debug!(ms = started.elapsed().as_millis(), "standby: flushed");
     read_back(repo, image, size, samples).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        "standby: samples read back"
+    );
     Ok(filled)
 }
 
