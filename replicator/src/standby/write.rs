@@ -211,13 +211,20 @@ async fn write_range(
 async fn write_changed(client: &NbdClient, offset: u64, data: Bytes) -> Result<u64, StandbyError> {
     let max = u64::from(client.max_read_len());
     let end = offset + data.len() as u64;
-    let mut old = Vec::with_capacity(data.len());
+    // What the image reads there now: one request for any chunk up to the
+    // server's maximum (32 MiB), so no copy into a joined buffer.
+    let mut pieces = Vec::new();
     let mut at = offset;
     while at < end {
         let n = (end - at).min(max) as u32;
-        old.extend_from_slice(&client.read(at, n).await?);
+        pieces.push(client.read(at, n));
         at += u64::from(n);
     }
+    let pieces = futures::future::try_join_all(pieces).await?;
+    let old: Bytes = match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => one,
+        Err(many) => many.concat().into(),
+    };
     // Runs of differing blocks, as (start, end) relative to `offset`.
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut block_start = offset;
@@ -235,6 +242,7 @@ async fn write_changed(client: &NbdClient, offset: u64, data: Bytes) -> Result<u
         }
         block_start = block_end;
     }
+    drop(old);
     let mut written = 0u64;
     let mut writes = Vec::new();
     for (a, b) in runs {
