@@ -407,3 +407,46 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     assert!(text.contains("--keep"), "{text}");
     assert!(!standby.exists());
 }
+
+#[test]
+fn a_fold_interrupted_after_its_commit_is_finished_by_the_next_run() {
+    let repo = TestRepo::init(Kind::Local);
+    let disk = repo.path("f.raw");
+    make_disk(
+        &disk,
+        &[
+            Fill::Random {
+                seed: 21,
+                len: 4 << 20,
+            },
+            Fill::Hole { len: 4 << 20 },
+        ],
+    );
+    let standby = repo.path("standby");
+    let disk_dir = standby.join("f01").join("root");
+    let mut snaps = Vec::new();
+    for night in 0..3u64 {
+        write_at(&disk, night * (3 << 20), &random_bytes(30 + night, 200_000));
+        snaps.push(snapshot_id(&repo.backup("f01", "root", &disk)));
+        sync(&repo, &standby, &["-q"]);
+    }
+    // A run folding the oldest point died right after `qemu-img commit`: the oldest
+    // point is marked merging, base.qcow2 already holds the second point.
+    let kept = points(&disk_dir);
+    assert_eq!(kept.len(), 3);
+    let status = Command::new("qemu-img")
+        .args(["commit", "-q", "-d", "-f", "qcow2"])
+        .arg(&kept[1].1)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = disk_dir.join("points.json");
+    let mut listed: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    listed["points"][0]["merging"] = Value::Bool(true);
+    std::fs::write(&path, serde_json::to_vec(&listed).unwrap()).unwrap();
+
+    let report = sync(&repo, &standby, &[]);
+    assert_eq!(disk_report(&report)["mode"], "unchanged", "{report}");
+    assert_eq!(assert_points_equal_restores(&repo, &disk_dir), snaps[1..]);
+    assert!(!kept[1].1.exists(), "the folded overlay is gone");
+}
