@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod replicate;
+
+pub use replicate::{ReplicateArgs, SourcePassword};
+
 /// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, long_about = None)]
@@ -75,6 +79,8 @@ pub enum Command {
     /// Repair the repository (`repair index`: rebuild the index from the packs)
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Copy snapshots to a replica at a second site, sending only the data it lacks
+    Replicate(ReplicateArgs),
     /// Warm standby disks: qcow2 images kept at the newest recovery points, ready to boot
     #[command(subcommand)]
     Standby(StandbyCommand),
@@ -189,6 +195,14 @@ pub struct InitArgs {
         requires = "immutable"
     )]
     pub lock_mode: LockModeArg,
+    /// Make this repository a replica of SOURCE for `lifeboat replicate`: it takes
+    /// SOURCE's chunking settings and chunk-id key; its passphrase, retention and
+    /// Object Lock stay its own. Needs SOURCE's passphrase (--from-password-file).
+    #[arg(long, value_name = "SOURCE",
+          conflicts_with_all = ["chunk_avg", "chunk_min", "chunk_max", "fixed_chunks"])]
+    pub replica_of: Option<String>,
+    #[command(flatten)]
+    pub source_password: SourcePassword,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use lifeboat_backup::BackupError;
 use lifeboat_backup::disk_backup::DiskBackupError;
 use lifeboat_hypervisor::nbd::NbdError;
+use lifeboat_replicator::ReplicateError;
 use lifeboat_store::{BackendError, StoreError};
 
 pub const TEMPORARY_FAILURE: u8 = 75;
@@ -23,7 +24,7 @@ pub fn for_error(err: &anyhow::Error) -> ExitCode {
 
 /// True if any typed error in the chain says a retry can help. Context layers added
 /// by the binary are plain strings and are skipped.
-fn is_retryable(err: &anyhow::Error) -> bool {
+pub fn is_retryable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<BackupError>()
             .is_some_and(BackupError::is_retryable)
@@ -35,5 +36,7 @@ fn is_retryable(err: &anyhow::Error) -> bool {
                 .is_some_and(BackendError::is_retryable)
             || e.downcast_ref::<NbdError>()
                 .is_some_and(NbdError::is_retryable)
+            || e.downcast_ref::<ReplicateError>()
+                .is_some_and(ReplicateError::is_retryable)
     })
 }

@@ -53,6 +53,19 @@ pub fn current(file: Option<&Path>, creating: bool) -> Result<String> {
     }
 }
 
+/// The passphrase of one side of a replication: `file`, else the environment
+/// variable `env` (LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD), else the usual
+/// passphrase (--password-file, LIFEBOAT_PASSWORD, a prompt).
+pub fn for_side(file: Option<&Path>, env: &str, usual: Option<&Path>) -> Result<String> {
+    if let Some(f) = file {
+        return from_file(f);
+    }
+    match std::env::var(env) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => current(usual, false),
+    }
+}
+
 /// A new passphrase for `key add`.
 pub fn new(file: Option<&Path>) -> Result<String> {
     if let Some(f) = file {

@@ -19,6 +19,11 @@ pub async fn backend(g: &GlobalArgs) -> Result<(Arc<dyn Backend>, RepoAddress)> 
     let Some(repo) = g.repo.as_deref() else {
         bail!("no repository given: pass -r/--repo or set LIFEBOAT_REPO");
     };
+    backend_at(g, repo).await
+}
+
+/// The storage backend at `repo` (an address as -r takes it).
+pub async fn backend_at(g: &GlobalArgs, repo: &str) -> Result<(Arc<dyn Backend>, RepoAddress)> {
     let address = RepoAddress::parse(repo)?;
     if g.insecure_tls {
         // Every run, even with --quiet or --json (stderr only): an unauthenticated
@@ -47,7 +52,16 @@ pub fn cache_dir(g: &GlobalArgs) -> PathBuf {
 pub async fn open(g: &GlobalArgs) -> Result<Arc<Repository>> {
     let (backend, _) = backend(g).await?;
     let pass = password::current(g.password_file.as_deref(), false)?;
-    let repo = open_repository(backend, &pass, &cache_dir(g)).await?;
+    open_with(g, backend, &pass).await
+}
+
+/// Opens the repository at `backend` with `pass` and brings the catalog up to date.
+pub async fn open_with(
+    g: &GlobalArgs,
+    backend: Arc<dyn Backend>,
+    pass: &str,
+) -> Result<Arc<Repository>> {
+    let repo = open_repository(backend, pass, &cache_dir(g)).await?;
     let sync = repo
         .sync_catalog()
         .await

@@ -104,6 +104,7 @@ fn snapshot_meta(req: &BackupRequest, size: u64, time: String) -> SnapshotMeta {
         parent: req.mode.parent().map(str::to_string),
         cbt_bitmap: req.cbt_bitmap.clone(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
+        replicated_from: None,
     }
 }
 

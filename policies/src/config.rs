@@ -27,6 +27,19 @@
 //! name = "data"
 //! qmp = "/run/qemu/web01.qmp"
 //! drive = "drive-virtio1"
+//!
+//! [[repository]]
+//! name = "dr-site"                  # made with `lifeboat init --replica-of <onsite url>`
+//! url = "s3://replica/lifeboat?endpoint=https://rgw.dr.example:443"
+//! password_file = "/etc/lifeboat/dr-site.pass"
+//!
+//! [[replication]]                   # see [`replication`] for every key
+//! from = "onsite"
+//! to = "dr-site"
+//! groups = ["prod"]                 # default: every VM backing up into `from`
+//! after_backup = true               # and/or schedule = "0 */6 * * *" (+ timezone)
+//! limit_rate = "50MiB/s"
+//! replication_rpo = "28h"           # newest point on `to` at most this old
 //! ```
 //!
 //! An optional `[daemon]` table holds the daemon's own settings (see [`DaemonSettings`]).
@@ -41,6 +54,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use daemon::{DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR, DaemonSettings, parse_listen};
+pub use replication::{ReplicatedVm, Replication, parse_rate};
 pub use validator::{ConfigError, Problem};
 
 use chrono_tz::Tz;
@@ -54,6 +68,8 @@ use crate::schedule::Schedule;
 pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     pub groups: Vec<Group>,
+    /// `[[replication]]` tables, in file order.
+    pub replications: Vec<Replication>,
     /// The `[daemon]` table; defaults when absent.
     pub daemon: DaemonSettings,
 }
@@ -65,6 +81,17 @@ impl Config {
 
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The replications that copy VM `vm` of group `group`.
+    pub fn replications_of<'a>(
+        &'a self,
+        group: &'a str,
+        vm: &'a str,
+    ) -> impl Iterator<Item = &'a Replication> + 'a {
+        self.replications
+            .iter()
+            .filter(move |r| r.covers(group, vm))
     }
 }
 
@@ -125,9 +152,11 @@ pub enum DiskSource {
 mod daemon;
 mod disks;
 mod raw;
+pub mod replication;
 mod validator;
 
 use raw::{RawConfig, RawGroup, RawRetention};
+use replication::{GroupView, RepoView};
 use validator::Validator;
 
 /// Parses and validates a configuration. `file_name` is only used in messages.
@@ -214,6 +243,22 @@ impl Validator<'_> {
                 groups.push(group);
             }
         }
+        let repo_views: Vec<RepoView> = repositories
+            .iter()
+            .map(|r| RepoView {
+                name: &r.name,
+                url: &r.url,
+            })
+            .collect();
+        let group_views: Vec<GroupView> = groups
+            .iter()
+            .map(|g| GroupView {
+                name: &g.name,
+                repository: &g.repository,
+                vms: g.vms.iter().map(|v| v.name.as_str()).collect(),
+            })
+            .collect();
+        let replications = self.replications(&raw.replication, &repo_views, &group_views);
         let daemon = match &raw.daemon {
             Some(d) => self.daemon(d),
             None => DaemonSettings::default(),
@@ -221,6 +266,7 @@ impl Validator<'_> {
         Config {
             repositories,
             groups,
+            replications,
             daemon,
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod lag;
 pub mod retention;
 pub mod rpo;
 pub mod schedule;

@@ -51,9 +51,56 @@ impl RpoState {
     }
 }
 
+/// What the recovery point is, for the reasons' wording: the rule is the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Subject {
+    /// The disk's last good backup, against the group's `rpo`.
+    #[default]
+    Backup,
+    /// The newest point on a replica, against the replication's `replication_rpo`.
+    Replica,
+}
+
+/// The phrases that differ between [`Subject`]s.
+struct Words {
+    point: &'static str,
+    rpo: &'static str,
+    never: &'static str,
+    thing: &'static str,
+    run: &'static str,
+    none_yet: &'static str,
+    more_often: &'static str,
+}
+
+impl Subject {
+    fn words(self) -> Words {
+        match self {
+            Subject::Backup => Words {
+                point: "the last good backup",
+                rpo: "the RPO",
+                never: "never backed up",
+                thing: "this disk",
+                run: "backup",
+                none_yet: "no successful backup yet",
+                more_often: "schedule backups more often or raise the RPO",
+            },
+            Subject::Replica => Words {
+                point: "the newest replicated point",
+                rpo: "the replication RPO",
+                never: "never replicated",
+                thing: "this replication",
+                run: "replication",
+                none_yet: "nothing replicated yet",
+                more_often: "back up and replicate more often, or raise replication_rpo",
+            },
+        }
+    }
+}
+
 /// What the rule needs to know about one disk.
 #[derive(Debug, Clone, Default)]
 pub struct RpoInput {
+    pub subject: Subject,
     /// Seconds.
     pub rpo: u64,
     /// Start of the last successful backup.
@@ -79,13 +126,17 @@ pub struct RpoAssessment {
 }
 
 pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
-    let rpo = format_duration(i.rpo);
+    let w = i.subject.words();
+    let rpo = format!("{} of {}", w.rpo, format_duration(i.rpo));
     let Some(reference) = i.last_success.or(i.first_seen) else {
         return RpoAssessment {
             state: RpoState::AtRisk,
             age_secs: None,
             deadline: None,
-            reason: "never backed up, and the daemon has not scheduled this disk yet".into(),
+            reason: format!(
+                "{}, and the daemon has not scheduled {} yet",
+                w.never, w.thing
+            ),
         };
     };
     let deadline = reference + Duration::seconds(i.rpo as i64);
@@ -103,9 +154,10 @@ pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
     };
     if now > deadline {
         let reason = match age_text {
-            Some(age) => format!("the last good backup is {age} old, over the RPO of {rpo}"),
+            Some(age) => format!("{} is {age} old, over {rpo}", w.point),
             None => format!(
-                "never backed up, and the RPO of {rpo} has passed since the daemon first scheduled this disk"
+                "{}, and {rpo} has passed since the daemon first scheduled {}",
+                w.never, w.thing
             ),
         };
         return verdict(RpoState::Breached, reason);
@@ -113,19 +165,25 @@ pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
     if i.last_success.is_none() {
         return verdict(
             RpoState::AtRisk,
-            "no successful backup yet (within the RPO since the daemon first scheduled it)".into(),
+            format!(
+                "{} (within {} since the daemon first scheduled it)",
+                w.none_yet, w.rpo
+            ),
         );
     }
     if i.last_attempt_failed {
         return verdict(
             RpoState::AtRisk,
-            "the latest backup attempt failed; see last_error".into(),
+            format!("the latest {} attempt failed; see last_error", w.run),
         );
     }
     let Some(next) = i.next_run else {
         return verdict(
             RpoState::AtRisk,
-            "no backup is scheduled any more; the schedule never matches again".into(),
+            format!(
+                "no {} is scheduled any more; the schedule never matches again",
+                w.run
+            ),
         );
     };
     let took = Duration::milliseconds((i.last_duration.unwrap_or(0.0).max(0.0) * 1000.0) as i64);
@@ -133,14 +191,14 @@ pub fn assess_rpo(i: &RpoInput, now: DateTime<Utc>) -> RpoAssessment {
         return verdict(
             RpoState::AtRisk,
             format!(
-                "the next run ({}) would finish after the RPO of {rpo} runs out at {}; \
-                 schedule backups more often or raise the RPO",
+                "the next run ({}) would finish after {rpo} runs out at {}; {}",
                 next.format("%Y-%m-%dT%H:%M:%SZ"),
-                deadline.format("%Y-%m-%dT%H:%M:%SZ")
+                deadline.format("%Y-%m-%dT%H:%M:%SZ"),
+                w.more_often
             ),
         );
     }
-    verdict(RpoState::Ok, format!("within the RPO of {rpo}"))
+    verdict(RpoState::Ok, format!("within {rpo}"))
 }
 
 #[cfg(test)]
@@ -156,6 +214,7 @@ mod tests {
         let now = t("12:00:00");
         let hour = 3_600;
         let base = RpoInput {
+            subject: Subject::Backup,
             rpo: hour,
             last_success: Some(t("11:30:00")),
             last_duration: Some(60.0),
@@ -280,5 +339,64 @@ mod tests {
             serde_json::json!("AT RISK")
         );
         assert_eq!(RpoState::Breached.level(), 2);
+    }
+
+    /// Replication lag follows the same rule; only the words name the replica.
+    #[test]
+    fn replica_lag_uses_the_same_rule_in_its_own_words() {
+        let now = t("12:00:00");
+        let base = RpoInput {
+            subject: Subject::Replica,
+            rpo: 7_200,
+            last_success: Some(t("11:00:00")),
+            last_duration: Some(30.0),
+            first_seen: Some(t("08:00:00")),
+            last_attempt_failed: false,
+            next_run: Some(t("12:10:00")),
+        };
+        let cases: Vec<(RpoInput, RpoState, &str)> = vec![
+            (
+                base.clone(),
+                RpoState::Ok,
+                "within the replication RPO of 2h",
+            ),
+            (
+                RpoInput {
+                    last_attempt_failed: true,
+                    ..base.clone()
+                },
+                RpoState::AtRisk,
+                "the latest replication attempt failed",
+            ),
+            (
+                RpoInput {
+                    last_success: Some(t("09:59:59")),
+                    ..base.clone()
+                },
+                RpoState::Breached,
+                "the newest replicated point is 2h1s old, over the replication RPO of 2h",
+            ),
+            (
+                RpoInput {
+                    last_success: None,
+                    ..base.clone()
+                },
+                RpoState::Breached,
+                "never replicated, and the replication RPO of 2h has passed",
+            ),
+            (
+                RpoInput {
+                    next_run: Some(t("12:59:50")),
+                    ..base.clone()
+                },
+                RpoState::AtRisk,
+                "raise replication_rpo",
+            ),
+        ];
+        for (input, state, needle) in cases {
+            let a = assess_rpo(&input, now);
+            assert_eq!(a.state, state, "{a:?}");
+            assert!(a.reason.contains(needle), "{:?}", a.reason);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The protection status of configured VMs: per disk, its last good backup, its RPO
-//! state (see [`crate::rpo`]), the last error; per VM, the worst of its disks; and
-//! whether the daemon is alive.
+//! state (see [`crate::rpo`]), the last error, its lag on each replica (see
+//! [`crate::lag`]); per VM, the worst of its disks; and whether the daemon is alive.
 //!
 //! Built from the daemon's job history, which the caller reads (this crate does no
 //! I/O) and hands over as one [`DiskHistory`] per disk, plus the configuration and
@@ -10,8 +10,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{Config, Group};
-use crate::rpo::{RpoInput, RpoState, assess_rpo};
+use crate::config::{Config, Group, Replication};
+use crate::lag::{ReplicaHistory, ReplicaStatus, replica_status};
+use crate::rpo::{RpoInput, RpoState, Subject, assess_rpo};
 
 /// A daemon heartbeat older than this means it is not running.
 pub const HEARTBEAT_STALE_SECS: i64 = 60;
@@ -86,6 +87,8 @@ pub struct DiskStatus {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub running: bool,
+    /// Its lag on each replica its VM is replicated to (empty when none).
+    pub replicas: Vec<ReplicaStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +105,12 @@ pub struct VmStatus {
     pub last_success: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
+    /// The worst replication state of its disks on any replica (`null` when no
+    /// replication with a `replication_rpo` covers it).
+    pub replica_state: Option<RpoState>,
+    /// The largest lag of its disks on any replica; `null` when not replicated or
+    /// some disk has no point on a replica yet.
+    pub replica_lag_secs: Option<i64>,
     pub disks: Vec<DiskStatus>,
 }
 
@@ -113,13 +122,15 @@ pub struct StatusReport {
 }
 
 /// The status of every VM in `config` (or only the group `only_group`) at `now`.
-/// `history(group, vm, disk)` supplies each disk's job history; its error is passed on.
+/// `history(group, vm, disk)` supplies each disk's job history, `replica(r, vm, disk)`
+/// its history on the destination of replication `r`; their errors are passed on.
 pub fn status_report<E>(
     config: &Config,
     daemon: Option<&DaemonRecord>,
     now: DateTime<Utc>,
     only_group: Option<&str>,
     mut history: impl FnMut(&str, &str, &str) -> Result<DiskHistory, E>,
+    mut replica: impl FnMut(&Replication, &str, &str) -> Result<ReplicaHistory, E>,
 ) -> Result<StatusReport, E> {
     let mut vms = Vec::new();
     for g in &config.groups {
@@ -131,7 +142,15 @@ pub fn status_report<E>(
             let mut disks = Vec::new();
             for d in &vm.disks {
                 let h = history(&g.name, &vm.name, &d.name)?;
-                disks.push(disk_status(g, &d.name, h, next_run, now));
+                let backup_secs = h.last_success.as_ref().and_then(|s| s.duration_secs);
+                let mut status = disk_status(g, &d.name, h, next_run, now);
+                for r in config.replications_of(&g.name, &vm.name) {
+                    let rh = replica(r, &vm.name, &d.name)?;
+                    status
+                        .replicas
+                        .push(replica_status(r, g, rh, backup_secs, now));
+                }
+                disks.push(status);
             }
             vms.push(vm_status(g, &vm.name, disks, next_run));
         }
@@ -154,6 +173,7 @@ pub fn disk_status(
     let assessment = g.rpo.map(|rpo| {
         assess_rpo(
             &RpoInput {
+                subject: Subject::Backup,
                 rpo,
                 last_success: h.last_success.as_ref().map(|s| s.time),
                 last_duration: h.last_success.as_ref().and_then(|s| s.duration_secs),
@@ -177,6 +197,7 @@ pub fn disk_status(
         last_error_at: h.last_error.as_ref().map(|e| e.0),
         last_error: h.last_error.map(|e| e.1),
         running: h.running,
+        replicas: Vec::new(),
     }
 }
 
@@ -193,6 +214,8 @@ pub fn vm_status(
         .iter()
         .filter_map(|d| d.last_success.as_ref().map(|s| s.time))
         .min();
+    let replicas: Vec<&ReplicaStatus> = disks.iter().flat_map(|d| &d.replicas).collect();
+    let all_replicated = replicas.iter().all(|r| r.lag_secs.is_some());
     let newest_error = disks
         .iter()
         .filter_map(|d| Some((d.last_error_at?, d.last_error.clone()?)))
@@ -214,6 +237,15 @@ pub fn vm_status(
         last_success: if all_backed_up { oldest } else { None },
         last_error: newest_error.map(|(_, e)| e),
         next_run,
+        replica_state: replicas
+            .iter()
+            .filter_map(|r| r.state)
+            .max_by_key(|s| s.level()),
+        replica_lag_secs: if all_replicated {
+            replicas.iter().filter_map(|r| r.lag_secs).max()
+        } else {
+            None
+        },
         disks,
     }
 }
@@ -276,20 +308,27 @@ image = "/c.qcow2"
     fn a_vm_is_as_good_as_its_worst_disk() {
         let config = parse_config(CONFIG, "t.toml").unwrap();
         let now = t("12:10:00");
-        let report = status_report(&config, None, now, None, |_, _, disk| {
-            Ok::<_, ()>(match disk {
-                "root" => DiskHistory {
-                    last_success: Some(success("12:00:00")),
-                    ..DiskHistory::default()
-                },
-                _ => DiskHistory {
-                    last_success: Some(success("09:00:00")),
-                    last_attempt_failed: true,
-                    last_error: Some((t("11:00:00"), "disk gone".into())),
-                    ..DiskHistory::default()
-                },
-            })
-        })
+        let report = status_report(
+            &config,
+            None,
+            now,
+            None,
+            |_, _, disk| {
+                Ok::<_, ()>(match disk {
+                    "root" => DiskHistory {
+                        last_success: Some(success("12:00:00")),
+                        ..DiskHistory::default()
+                    },
+                    _ => DiskHistory {
+                        last_success: Some(success("09:00:00")),
+                        last_attempt_failed: true,
+                        last_error: Some((t("11:00:00"), "disk gone".into())),
+                        ..DiskHistory::default()
+                    },
+                })
+            },
+            no_replica,
+        )
         .unwrap();
         assert!(report.daemon.is_none());
         let web = &report.vms[0];
@@ -312,19 +351,26 @@ image = "/c.qcow2"
     fn a_disk_never_backed_up_leaves_the_vm_without_an_age() {
         let config = parse_config(CONFIG, "t.toml").unwrap();
         let now = t("12:10:00");
-        let report = status_report(&config, None, now, Some("prod"), |_, _, disk| {
-            Ok::<_, ()>(match disk {
-                "root" => DiskHistory {
-                    last_success: Some(success("12:00:00")),
-                    ..DiskHistory::default()
-                },
-                _ => DiskHistory {
-                    first_seen: Some(t("11:00:00")),
-                    running: true,
-                    ..DiskHistory::default()
-                },
-            })
-        })
+        let report = status_report(
+            &config,
+            None,
+            now,
+            Some("prod"),
+            |_, _, disk| {
+                Ok::<_, ()>(match disk {
+                    "root" => DiskHistory {
+                        last_success: Some(success("12:00:00")),
+                        ..DiskHistory::default()
+                    },
+                    _ => DiskHistory {
+                        first_seen: Some(t("11:00:00")),
+                        running: true,
+                        ..DiskHistory::default()
+                    },
+                })
+            },
+            no_replica,
+        )
         .unwrap();
         assert_eq!(report.vms.len(), 1, "only the group asked for");
         let web = &report.vms[0];
@@ -334,10 +380,82 @@ image = "/c.qcow2"
         assert_eq!(web.disks[1].deadline, Some(t("13:00:00")));
     }
 
+    fn no_replica<E>(_: &Replication, _: &str, _: &str) -> Result<ReplicaHistory, E> {
+        panic!("no replication is configured")
+    }
+
+    #[test]
+    fn replica_lag_is_shown_per_disk_and_the_worst_per_vm() {
+        let text = format!(
+            "{CONFIG}\n[[repository]]\nname = \"dr\"\nurl = \"/srv/dr\"\n\n\
+             [[replication]]\nfrom = \"r\"\nto = \"dr\"\ngroups = [\"prod\"]\n\
+             after_backup = true\nreplication_rpo = \"2h\"\n"
+        );
+        let config = parse_config(&text, "t.toml").unwrap();
+        let now = t("12:10:00");
+        let history = |_: &str, _: &str, _: &str| {
+            Ok::<_, ()>(DiskHistory {
+                last_success: Some(success("12:00:00")),
+                ..DiskHistory::default()
+            })
+        };
+        let replica = |r: &Replication, vm: &str, disk: &str| {
+            assert_eq!((r.to.as_str(), vm), ("dr", "web"));
+            Ok(ReplicaHistory {
+                newest: Some(if disk == "root" {
+                    t("12:00:00")
+                } else {
+                    t("09:00:00")
+                }),
+                last_duration: Some(5.0),
+                ..ReplicaHistory::default()
+            })
+        };
+        let report = status_report(&config, None, now, None, history, replica).unwrap();
+        let web = &report.vms[0];
+        assert_eq!(web.rpo_state, Some(RpoState::Ok));
+        assert_eq!(web.disks[0].replicas[0].state, Some(RpoState::Ok));
+        assert_eq!(web.disks[0].replicas[0].lag_secs, Some(600));
+        assert_eq!(web.disks[1].replicas[0].state, Some(RpoState::Breached));
+        assert_eq!(web.replica_state, Some(RpoState::Breached));
+        assert_eq!(web.replica_lag_secs, Some(3 * 3600 + 600));
+        let json = serde_json::to_value(web).unwrap();
+        assert_eq!(json["disks"][1]["replicas"][0]["destination"], "dr");
+        assert_eq!(
+            json["disks"][1]["replicas"][0]["replication_rpo_secs"],
+            7200
+        );
+        assert_eq!(json["replica_state"], "BREACHED");
+        // Not replicated: no replica fields.
+        let lab = &report.vms[1];
+        assert!(lab.disks[0].replicas.is_empty());
+        assert_eq!((lab.replica_state, lab.replica_lag_secs), (None, None));
+
+        // A disk with nothing on the replica yet: the VM has no lag.
+        let replica = |_: &Replication, _: &str, disk: &str| {
+            Ok(ReplicaHistory {
+                newest: (disk == "root").then(|| t("12:00:00")),
+                first_seen: Some(t("12:00:00")),
+                ..ReplicaHistory::default()
+            })
+        };
+        let report = status_report(&config, None, now, None, history, replica).unwrap();
+        let web = &report.vms[0];
+        assert_eq!(web.replica_lag_secs, None);
+        assert_eq!(web.replica_state, Some(RpoState::AtRisk));
+    }
+
     #[test]
     fn history_errors_are_passed_on() {
         let config = parse_config(CONFIG, "t.toml").unwrap();
-        let r = status_report(&config, None, t("12:00:00"), None, |_, _, _| Err("db gone"));
+        let r = status_report(
+            &config,
+            None,
+            t("12:00:00"),
+            None,
+            |_, _, _| Err("db gone"),
+            no_replica,
+        );
         assert_eq!(r.err(), Some("db gone"));
     }
 

@@ -383,8 +383,11 @@ fn shipped_example_config_parses() {
     );
     let text = std::fs::read_to_string(path).unwrap();
     let c = parse_config(&text, path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.repositories.len(), 2);
+    assert_eq!(c.repositories.len(), 3);
     assert_eq!(c.groups.len(), 2);
+    let r = &c.replications[0];
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("onsite", "dr-site"));
+    assert_eq!(r.vm_names(), ["web01", "db01"]);
     assert!(c.repositories[0].prune_schedule.is_some());
     assert_eq!(c.daemon.max_concurrent_jobs, 2);
     let vms: usize = c.groups.iter().map(|g| g.vms.len()).sum();

@@ -1,24 +1,27 @@
 //! `lifeboat init`: creates a repository with the chunking, compression, pack size
 //! and immutability the flags ask for.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use lifeboat_store::backend::LockMode;
 use lifeboat_store::backend::address::RepoAddress;
 use lifeboat_store::format::config::{ChunkerParams, Immutability};
 use lifeboat_store::keys::slot::DEFAULT_KDF;
-use lifeboat_store::{InitOptions, Repository, init_repository};
+use lifeboat_store::{InitOptions, Repository, init_repository, open_repository};
 
 use crate::args::{GlobalArgs, InitArgs, LockModeArg};
 use crate::output::print_json;
 use crate::password;
-use crate::repository::{backend, cache_dir};
+use crate::repository::{backend, backend_at, cache_dir};
 
 pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
     let (backend, address) = backend(g).await?;
     let location = backend.location();
     // A local repository is just a directory: creating it is what `init` means.
     let create_container = a.create_bucket || matches!(address, RepoAddress::Local(_));
-    let options = options(&a, create_container);
+    let mut options = options(&a, create_container);
+    if let Some(source) = &a.replica_of {
+        options = replica_options(g, &a, source, &location, options).await?;
+    }
     let pass = password::current(g.password_file.as_deref(), true)?;
     let repo = init_repository(backend, &pass, &options, &cache_dir(g)).await?;
     if g.json {
@@ -29,11 +32,49 @@ pub async fn run(g: &GlobalArgs, a: InitArgs) -> Result<()> {
             "fixed_chunk_size": repo.config().fixed_chunk_size,
             "key_slot": repo.slot_id(),
             "immutability": repo.config().immutability,
+            "replica_of": repo.config().replica_of.as_ref().map(|r| serde_json::json!({
+                "repository": r.repository,
+                "location": r.location,
+            })),
         }));
     } else if !g.quiet {
         print_text(&repo, &location);
     }
     Ok(())
+}
+
+/// `options` with the chunking and chunk-id key of the repository at `source`, which
+/// is opened (not synced: only its keys and config are needed) with its passphrase.
+async fn replica_options(
+    g: &GlobalArgs,
+    a: &InitArgs,
+    source: &str,
+    location: &str,
+    options: InitOptions,
+) -> Result<InitOptions> {
+    let (source_backend, _) = backend_at(g, source)
+        .await
+        .with_context(|| format!("source repository {source}"))?;
+    if source_backend.location() == location {
+        bail!(
+            "--replica-of names the repository being created ({location}); give the source repository at the other site"
+        );
+    }
+    let pass = password::for_side(
+        a.source_password.from_password_file.as_deref(),
+        "LIFEBOAT_FROM_PASSWORD",
+        g.password_file.as_deref(),
+    )?;
+    let source_repo = open_repository(source_backend, &pass, &cache_dir(g))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the source repository {source} (its passphrase comes from \
+                 --from-password-file / LIFEBOAT_FROM_PASSWORD, else --password-file / \
+                 LIFEBOAT_PASSWORD)"
+            )
+        })?;
+    Ok(lifeboat_replicator::replica_options(&source_repo, options))
 }
 
 fn options(a: &InitArgs, create_container: bool) -> InitOptions {
@@ -57,6 +98,7 @@ fn options(a: &InitArgs, create_container: bool) -> InitOptions {
                 LockModeArg::Governance => LockMode::Governance,
             },
         }),
+        ..InitOptions::default()
     }
 }
 
@@ -67,6 +109,14 @@ fn print_text(repo: &Repository, location: &str) {
     );
     if let Some(size) = repo.config().fixed_chunk_size {
         println!("chunking: fixed {size}-byte chunks, aligned");
+    }
+    if let Some(r) = &repo.config().replica_of {
+        println!(
+            "replica of {} (repository {}): chunking and chunk ids shared with it; \
+             passphrase, retention and Object Lock are this repository's own",
+            r.location,
+            &r.repository[..8]
+        );
     }
     if let Some(i) = repo.config().immutability {
         println!(

@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod prune;
 mod repair;
+mod replicate;
 mod restore;
 mod snapshots;
 mod standby;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Daemon(a) => daemon::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
         Command::Repair(r) => repair::run(g, r).await,
+        Command::Replicate(a) => replicate::run(g, a).await,
         Command::Standby(c) => standby::run(g, c).await,
     }?;
     Ok(ExitCode::SUCCESS)

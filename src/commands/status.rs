@@ -1,5 +1,6 @@
 //! `lifeboat status`: per configured VM (and disk), the last successful backup, its age
-//! against the group's RPO (OK / AT RISK / BREACHED), the last error and the next run.
+//! against the group's RPO (OK / AT RISK / BREACHED), its replication lag against the
+//! `replication_rpo` (REPLICA (LAG)), the last error and the next run.
 //!
 //! It reads the configuration and the daemon's state database only — no repository,
 //! no passphrase, no network — so it works when the daemon is down (the RPO clock
@@ -9,6 +10,7 @@
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use lifeboat_policies::rpo::RpoState;
+use lifeboat_policies::status::VmStatus;
 use lifeboat_policies::{StatusReport, format_duration};
 
 use crate::args::{GlobalArgs, StatusArgs};
@@ -56,8 +58,8 @@ fn print_text(r: &StatusReport) {
         None => println!("daemon: has never run with this state directory"),
     }
     println!(
-        "{:<12} {:<16} {:<9} {:<22} {:>9} {:<21} LAST ERROR",
-        "GROUP", "VM", "STATE", "LAST GOOD BACKUP", "AGE", "NEXT RUN"
+        "{:<12} {:<16} {:<9} {:<18} {:<22} {:>9} {:<21} LAST ERROR",
+        "GROUP", "VM", "STATE", "REPLICA (LAG)", "LAST GOOD BACKUP", "AGE", "NEXT RUN"
     );
     for v in &r.vms {
         let state = v.rpo_state.map_or("no RPO", RpoState::as_str);
@@ -65,10 +67,11 @@ fn print_text(r: &StatusReport) {
             .age_secs
             .map_or("-".into(), |a| format_duration(a.max(0) as u64));
         println!(
-            "{:<12} {:<16} {:<9} {:<22} {:>9} {:<21} {}",
+            "{:<12} {:<16} {:<9} {:<18} {:<22} {:>9} {:<21} {}",
             v.group,
             v.vm,
             state,
+            replica_column(v),
             v.last_success.map_or("never".into(), when),
             age,
             v.next_run.map_or("-".into(), when),
@@ -91,6 +94,39 @@ fn print_text(r: &StatusReport) {
                     .unwrap_or("no rpo set for this group"),
                 if d.running { " (backup running)" } else { "" },
             );
+            for rep in &d.replicas {
+                let lag = rep.lag_secs.map_or(String::new(), |l| {
+                    format!("lag {}; ", format_duration(l.max(0) as u64))
+                });
+                let why = rep
+                    .reason
+                    .as_deref()
+                    .unwrap_or("no replication_rpo set for this replication");
+                let err = rep
+                    .last_error
+                    .as_deref()
+                    .filter(|_| rep.state != Some(RpoState::Ok))
+                    .map(|e| format!("; last error: {}", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default();
+                println!(
+                    "    replica {}: {lag}{why}{err}{}",
+                    rep.destination,
+                    if rep.running { " (replicating)" } else { "" },
+                );
+            }
         }
     }
+}
+
+/// `OK (3m)`: the worst replica state of the VM's disks and their largest lag; `-`
+/// when it is not replicated.
+fn replica_column(v: &VmStatus) -> String {
+    if v.disks.iter().all(|d| d.replicas.is_empty()) {
+        return "-".into();
+    }
+    let state = v.replica_state.map_or("no RPO", RpoState::as_str);
+    let lag = v
+        .replica_lag_secs
+        .map_or("never".into(), |l| format_duration(l.max(0) as u64));
+    format!("{state} ({lag})")
 }

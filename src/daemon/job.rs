@@ -1,5 +1,6 @@
 //! One job = one child process of this same binary (`lifeboat backup --json …`,
-//! `forget --group … --json`, `prune --json`), with retries for transient failures.
+//! `forget --group … --json`, `prune --json`, `replicate --json …`), with retries for
+//! transient failures.
 //!
 //! Children instead of in-process tasks: a job that crashes, leaks or hangs cannot take
 //! the daemon down, its memory goes back to the OS when it exits, and a stop is a
@@ -19,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::state::JobResult;
+use super::state::{JobResult, ReplicaPoint};
 use crate::exit::TEMPORARY_FAILURE;
 
 /// After SIGTERM, how long an interrupted child gets before SIGKILL.
@@ -236,20 +237,42 @@ fn error_text(stderr: &str, status: std::process::ExitStatus) -> String {
     }
 }
 
-/// Sizes and the snapshot from a `backup --json` report; a one-line summary from
-/// `forget --json` and `prune --json`.
+fn rfc3339(v: &serde_json::Value) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(v.as_str()?).ok()?;
+    Some(t.with_timezone(&Utc))
+}
+
+/// Sizes and the snapshot from a `backup --json` report; what a `replicate --json`
+/// run sent and the newest point per disk on the destination; a one-line summary
+/// from `forget --json` and `prune --json`.
 fn fill_from_report(r: &mut JobResult, stdout: &[u8], started: DateTime<Utc>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(stdout) else {
         return;
     };
-    if let Some(s) = v.get("snapshot") {
+    if let (Some(newest), Some(_)) = (v.get("newest"), v.get("destination")) {
+        r.bytes_sent = v.get("bytes_sent").and_then(|b| b.as_u64());
+        r.snapshots_copied = v.get("snapshots_copied").and_then(|b| b.as_u64());
+        r.duration_secs = v.get("duration_secs").and_then(|d| d.as_f64());
+        r.points = newest
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(ReplicaPoint {
+                    vm: p.get("vm")?.as_str()?.to_string(),
+                    disk: p.get("disk")?.as_str()?.to_string(),
+                    time: rfc3339(p.get("time")?)?,
+                })
+            })
+            .collect();
+        r.summary = Some(format!(
+            "copied {} snapshot(s), sent {} bytes",
+            r.snapshots_copied.unwrap_or(0),
+            r.bytes_sent.unwrap_or(0)
+        ));
+    } else if let Some(s) = v.get("snapshot") {
         r.snapshot = s.get("id").and_then(|i| i.as_str()).map(String::from);
-        r.snapshot_time = s
-            .get("time")
-            .and_then(|t| t.as_str())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .or(Some(started));
+        r.snapshot_time = s.get("time").and_then(rfc3339).or(Some(started));
         r.bytes_read = v.get("bytes_read").and_then(|b| b.as_u64());
         r.stored_bytes = v.get("stored_bytes").and_then(|b| b.as_u64());
         r.duration_secs = v.get("duration_secs").and_then(|d| d.as_f64());
@@ -293,6 +316,36 @@ mod tests {
             started,
         );
         assert_eq!(r.summary.as_deref(), Some("kept 3, forgot 2"));
+        let mut r = JobResult::default();
+        fill_from_report(
+            &mut r,
+            br#"{"source":"s3://a","destination":"/srv/dr","snapshots_copied":2,
+                "snapshots_present":1,"chunks_sent":5,"bytes_sent":4096,"chunks_skipped":1,
+                "bytes_skipped":10,"duration_secs":2.5,"copied":[{"vm":"web","disk":"root",
+                "time":"2026-05-01T01:00:00Z","source_snapshot":"ab","snapshot":"cd"}],
+                "newest":[{"vm":"web","disk":"root","time":"2026-05-01T01:00:00Z","lag_secs":7},
+                {"vm":"web","disk":"data","time":"2026-04-30T01:00:00+02:00","lag_secs":9}]}"#,
+            started,
+        );
+        assert_eq!((r.bytes_sent, r.snapshots_copied), (Some(4096), Some(2)));
+        assert_eq!(r.duration_secs, Some(2.5));
+        assert_eq!(r.snapshot, None);
+        let points: Vec<(&str, String)> = r
+            .points
+            .iter()
+            .map(|p| (p.disk.as_str(), p.time.to_rfc3339()))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("root", "2026-05-01T01:00:00+00:00".to_string()),
+                ("data", "2026-04-29T23:00:00+00:00".to_string())
+            ]
+        );
+        assert_eq!(
+            r.summary.as_deref(),
+            Some("copied 2 snapshot(s), sent 4096 bytes")
+        );
     }
 
     #[test]

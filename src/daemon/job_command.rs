@@ -1,12 +1,13 @@
 //! What each kind of job runs: the child's command line (`lifeboat backup …`,
-//! `forget --group …`, `prune`) and the key that keeps two of the same (a disk's
-//! backups, a group's forgets, a repository's prunes) from running at once.
+//! `forget --group …`, `prune`, `replicate --from … --to …`) and the key that keeps
+//! two of the same (a disk's backups, a group's forgets, a repository's prunes, a
+//! pair's replications) from running at once.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use lifeboat_policies::Config;
-use lifeboat_policies::config::{DiskSource, RepositoryConfig};
+use lifeboat_policies::config::{DiskSource, Replication, RepositoryConfig};
 
 use super::state::JobKey;
 
@@ -69,6 +70,7 @@ impl Builder {
                 kind: "backup",
                 group: Some(g.name.clone()),
                 repository: repo.name.clone(),
+                source: None,
                 vm: Some(v.name.clone()),
                 disk: Some(d.name.clone()),
             },
@@ -93,6 +95,7 @@ impl Builder {
                 kind: "forget",
                 group: Some(g.name.clone()),
                 repository: repo.name.clone(),
+                source: None,
                 vm: None,
                 disk: None,
             },
@@ -110,11 +113,113 @@ impl Builder {
                 kind: "prune",
                 group: None,
                 repository: repo.name.clone(),
+                source: None,
                 vm: None,
                 disk: None,
             },
             exclusive: format!("prune {}", repo.name),
             args,
         }
+    }
+
+    /// `replicate` of replication `r`: both repositories' passphrase files (without
+    /// one, the child falls back to LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD, then
+    /// the daemon's own passphrase), its VMs by name, its rate limit.
+    pub fn replicate(&self, config: &Config, r: &Replication) -> Option<JobCommand> {
+        let from = config.repository(&r.from)?;
+        let to = config.repository(&r.to)?;
+        let mut args: Vec<OsString> = vec!["--json".into()];
+        if let Some(c) = &self.cache_dir {
+            args.extend(["--cache-dir".into(), c.clone().into_os_string()]);
+        }
+        args.extend([
+            "replicate".into(),
+            "--from".into(),
+            from.url.clone().into(),
+            "--to".into(),
+            to.url.clone().into(),
+        ]);
+        for (flag, repo) in [("--from-password-file", from), ("--to-password-file", to)] {
+            if let Some(f) = &repo.password_file {
+                args.extend([flag.into(), f.clone().into_os_string()]);
+            }
+        }
+        for vm in r.vm_names() {
+            args.extend(["--vm".into(), vm.into()]);
+        }
+        if let Some(rate) = &r.limit_rate {
+            args.extend(["--limit-rate".into(), rate.into()]);
+        }
+        Some(JobCommand {
+            key: JobKey {
+                kind: "replicate",
+                group: None,
+                repository: to.name.clone(),
+                source: Some(from.name.clone()),
+                vm: None,
+                disk: None,
+            },
+            exclusive: format!("replicate {}", r.name()),
+            args,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicate_passes_both_passphrase_files_vms_and_rate() {
+        let text = r#"
+[[repository]]
+name = "onsite"
+url = "s3://a/lb?endpoint=http://127.0.0.1:9000"
+password_file = "/etc/lb/onsite.pass"
+[[repository]]
+name = "dr"
+url = "/srv/dr"
+[[group]]
+name = "prod"
+repository = "onsite"
+schedule = "0 1 * * *"
+timezone = "UTC"
+retention = { keep_last = 3 }
+[[group.vm]]
+name = "web01"
+[[group.vm.disk]]
+image = "/i/web01.img"
+[[group.vm]]
+name = "db01"
+[[group.vm.disk]]
+image = "/i/db01.img"
+[[replication]]
+from = "onsite"
+to = "dr"
+after_backup = true
+limit_rate = "50MiB/s"
+"#;
+        let config = lifeboat_policies::parse_config(text, "t.toml").unwrap();
+        let b = Builder {
+            config_path: "/etc/lb.toml".into(),
+            cache_dir: Some("/var/cache/lb".into()),
+        };
+        let w = b.replicate(&config, &config.replications[0]).unwrap();
+        let args: Vec<String> = w.args.iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(
+            args.join(" "),
+            "--json --cache-dir /var/cache/lb replicate \
+             --from s3://a/lb?endpoint=http://127.0.0.1:9000 --to /srv/dr \
+             --from-password-file /etc/lb/onsite.pass --vm web01 --vm db01 --limit-rate 50MiB/s"
+        );
+        assert_eq!(
+            (
+                w.key.kind,
+                w.key.repository.as_str(),
+                w.key.source.as_deref()
+            ),
+            ("replicate", "dr", Some("onsite"))
+        );
+        assert_eq!(w.exclusive, "replicate onsite->dr");
     }
 }

@@ -8,7 +8,10 @@
 //! the disk), `lifeboat_last_backup_stored_bytes` (added to the repository),
 //! `lifeboat_last_backup_duration_seconds`, `lifeboat_rpo_seconds`,
 //! `lifeboat_rpo_state` (0 OK, 1 AT RISK, 2 BREACHED), `lifeboat_backup_running`;
-//! and `lifeboat_jobs_total{kind,status}` over the job history.
+//! per disk and replica (labels group, vm, disk, destination):
+//! `lifeboat_replication_lag_seconds`, `lifeboat_replication_rpo_seconds`,
+//! `lifeboat_replication_rpo_state`; `lifeboat_replication_bytes_sent_total{source,
+//! destination}` and `lifeboat_jobs_total{kind,status}` over the job history.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -122,6 +125,9 @@ struct DiskGauges {
     rpo: Rows,
     rpo_state: Rows,
     running: Rows,
+    lag: Rows,
+    replica_rpo: Rows,
+    replica_state: Rows,
 }
 
 impl DiskGauges {
@@ -152,14 +158,25 @@ impl DiskGauges {
                     g.rpo.push((l.clone(), secs as f64));
                     g.rpo_state.push((l.clone(), f64::from(st.level())));
                 }
-                g.running.push((l, if d.running { 1.0 } else { 0.0 }));
+                g.running
+                    .push((l.clone(), if d.running { 1.0 } else { 0.0 }));
+                for r in &d.replicas {
+                    let l = format!("{l},destination=\"{}\"", label(&r.destination));
+                    if let Some(lag) = r.lag_secs {
+                        g.lag.push((l.clone(), lag as f64));
+                    }
+                    if let (Some(secs), Some(st)) = (r.replication_rpo_secs, r.state) {
+                        g.replica_rpo.push((l.clone(), secs as f64));
+                        g.replica_state.push((l, f64::from(st.level())));
+                    }
+                }
             }
         }
         g
     }
 
     fn write(&self, out: &mut String) {
-        let families: [(&str, &str, &Rows); 7] = [
+        let families: [(&str, &str, &Rows); 10] = [
             (
                 "lifeboat_last_success_timestamp_seconds",
                 "Start (recovery point) of the disk's last successful backup, Unix time.",
@@ -195,6 +212,21 @@ impl DiskGauges {
                 "1 while a backup of the disk runs.",
                 &self.running,
             ),
+            (
+                "lifeboat_replication_lag_seconds",
+                "Age of the disk's newest recovery point on the replica (destination).",
+                &self.lag,
+            ),
+            (
+                "lifeboat_replication_rpo_seconds",
+                "The replication's replication_rpo.",
+                &self.replica_rpo,
+            ),
+            (
+                "lifeboat_replication_rpo_state",
+                "Replication lag state: 0 OK, 1 AT RISK, 2 BREACHED.",
+                &self.replica_state,
+            ),
         ];
         for (name, help, rows) in families {
             family(out, name, help, rows);
@@ -207,6 +239,18 @@ pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
     let report = read_status(config, Some(state), Utc::now(), None)?;
     let mut out = String::new();
     DiskGauges::from_report(&report).write(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP lifeboat_replication_bytes_sent_total Pack bytes replication runs sent to the destination.\n# TYPE lifeboat_replication_bytes_sent_total counter"
+    );
+    for (source, destination, n) in state.replication_bytes_sent()? {
+        let _ = writeln!(
+            out,
+            "lifeboat_replication_bytes_sent_total{{source=\"{}\",destination=\"{}\"}} {n}",
+            label(&source),
+            label(&destination)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP lifeboat_jobs_total Jobs recorded in the state database, by kind and final status.\n# TYPE lifeboat_jobs_total counter"

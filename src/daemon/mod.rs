@@ -1,6 +1,8 @@
 //! `lifeboat daemon`: runs the configuration's schedules — a backup per disk on each
 //! group's `schedule`, retention (`forget --group`) on its `forget_schedule`, `prune`
-//! on a repository's `prune_schedule` — and records every job in the state database.
+//! on a repository's `prune_schedule`, `replicate` after backups and on a
+//! replication's `schedule` (see [`replication`]) — and records every job in the
+//! state database.
 //!
 //! Rules:
 //! - at most `max_concurrent_jobs` jobs at once, and never two for the same disk: a
@@ -9,7 +11,8 @@
 //! - prune runs beside backups (its lease and commit guard make that safe, see
 //!   ARCHITECTURE "Garbage collection"), so a long prune never holds backups off;
 //! - a run missed while the daemon was down (a disk whose next run after its last
-//!   good backup is already past) is caught up at start;
+//!   good backup is already past) is caught up at start; every replication runs
+//!   once at start (incremental: it copies what was committed meanwhile);
 //! - SIGTERM / SIGINT: no new jobs; queued ones are `cancelled`; running ones get
 //!   `stop_timeout` to finish, then SIGTERM (recorded `interrupted`); exit 0. A
 //!   second signal interrupts at once.
@@ -17,6 +20,7 @@
 mod job;
 mod job_command;
 mod metrics;
+mod replication;
 pub mod state;
 
 use std::collections::HashSet;
@@ -54,12 +58,14 @@ pub struct Settings {
 }
 
 struct Ctx {
+    config: Arc<Config>,
     exe: PathBuf,
     commands: job_command::Builder,
     settings: Settings,
     state: Arc<State>,
     slots: Arc<Semaphore>,
     in_flight: Mutex<HashSet<String>>,
+    replicating: replication::Pairs,
     stage: watch::Receiver<Stage>,
 }
 
@@ -69,6 +75,7 @@ enum Timer {
     Backup(usize),
     Forget(usize),
     Prune(usize),
+    Replicate(usize),
 }
 
 /// Runs the schedules of `config` (read from `config_path`, which forget jobs read
@@ -83,6 +90,7 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
     }
     let (stage_tx, stage_rx) = watch::channel(Stage::Running);
     let ctx = Arc::new(Ctx {
+        config: config.clone(),
         exe,
         commands: job_command::Builder {
             config_path,
@@ -90,6 +98,7 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
         },
         slots: Arc::new(Semaphore::new(settings.jobs)),
         in_flight: Mutex::new(HashSet::new()),
+        replicating: replication::Pairs::default(),
         stage: stage_rx,
         state,
         settings,
@@ -102,6 +111,11 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
     );
     let mut jobs = JoinSet::new();
     catch_up(&ctx, &config, &mut jobs).await;
+    // Each replication once at start: it copies whatever was committed while the
+    // daemon was down (or by hand), and costs a listing when nothing is new.
+    for ri in 0..config.replications.len() {
+        jobs.spawn(replicate(ctx.clone(), ri));
+    }
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     run_timers(&ctx, &config, &mut jobs, &mut term, &mut int).await;
@@ -133,10 +147,18 @@ async fn open_state(dir: &std::path::Path, config: &Config) -> Result<Arc<State>
             })
         })
         .collect();
+    let pairs: Vec<(String, String)> = config
+        .replications
+        .iter()
+        .map(|r| (r.from.clone(), r.to.clone()))
+        .collect();
     db(&state, move |s| {
         disks
             .iter()
-            .try_for_each(|(g, v, d)| s.saw_disk(g, v, d, now))
+            .try_for_each(|(g, v, d)| s.saw_disk(g, v, d, now))?;
+        pairs
+            .iter()
+            .try_for_each(|(from, to)| s.saw_replication(from, to, now))
     })
     .await?;
     Ok(state)
@@ -260,7 +282,7 @@ fn check_passwords(config: &Config) -> Result<()> {
                     );
                 }
             }
-            None if !env_ok && config.groups.iter().any(|g| g.repository == r.name) => bail!(
+            None if !env_ok && used(config, &r.name) => bail!(
                 "repository {:?} has no password_file, and neither LIFEBOAT_PASSWORD_FILE nor \
                  LIFEBOAT_PASSWORD is set; add password_file = \"/etc/lifeboat/{}.pass\" to it",
                 r.name,
@@ -270,6 +292,17 @@ fn check_passwords(config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A repository some job opens: a group's, or either end of a replication (whose
+/// child may also take LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD).
+fn used(config: &Config, repo: &str) -> bool {
+    let env = |name| std::env::var_os(name).is_some_and(|p| !p.is_empty());
+    config.groups.iter().any(|g| g.repository == repo)
+        || config.replications.iter().any(|r| {
+            (r.from == repo && !env("LIFEBOAT_FROM_PASSWORD"))
+                || (r.to == repo && !env("LIFEBOAT_TO_PASSWORD"))
+        })
 }
 
 fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
@@ -282,6 +315,11 @@ fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
     for (i, r) in config.repositories.iter().enumerate() {
         if let Some(s) = &r.prune_schedule {
             out.push((Timer::Prune(i), s.clone()));
+        }
+    }
+    for (i, r) in config.replications.iter().enumerate() {
+        if let Some(s) = &r.schedule {
+            out.push((Timer::Replicate(i), s.clone()));
         }
     }
     out.into_iter()
@@ -311,6 +349,9 @@ async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<
             }
         }
         Timer::Prune(ri) => submit(ctx, w.prune(&config.repositories[ri]), jobs).await,
+        Timer::Replicate(ri) => {
+            jobs.spawn(replicate(ctx.clone(), ri));
+        }
     }
 }
 
@@ -396,23 +437,77 @@ async fn submit(ctx: &Arc<Ctx>, w: JobCommand, jobs: &mut JoinSet<()>) {
     };
     let ctx = ctx.clone();
     jobs.spawn(async move {
-        run_job(&ctx, id, &spec).await;
+        let status = run_job(&ctx, id, &spec).await;
         ctx.in_flight
             .lock()
             .expect("in-flight set poisoned")
             .remove(&w.exclusive);
+        if let (JobStatus::Ok, "backup", Some(g), Some(vm)) =
+            (status, w.key.kind, &w.key.group, &w.key.vm)
+        {
+            after_backup(&ctx, g, vm).await;
+        }
     });
 }
 
+/// Runs replication `ri` now, or once more after its run in progress.
+async fn replicate(ctx: Arc<Ctx>, ri: usize) {
+    let go_on = || *ctx.stage.borrow() == Stage::Running;
+    let run = || run_replication(&ctx, ri);
+    ctx.replicating.run_coalesced(ri, go_on, run).await;
+}
+
+/// After a committed backup of `vm` in `group`: its `after_backup` replications, side
+/// by side (each pair on its own).
+async fn after_backup(ctx: &Arc<Ctx>, group: &str, vm: &str) {
+    let mut runs = JoinSet::new();
+    for (ri, r) in ctx.config.replications.iter().enumerate() {
+        if r.after_backup && r.covers(group, vm) {
+            runs.spawn(replicate(ctx.clone(), ri));
+        }
+    }
+    while runs.join_next().await.is_some() {}
+}
+
+/// Records and runs one `replicate` child.
+async fn run_replication(ctx: &Arc<Ctx>, ri: usize) {
+    let r = &ctx.config.replications[ri];
+    let Some(w) = ctx.commands.replicate(&ctx.config, r) else {
+        return;
+    };
+    let key = w.key.clone();
+    let now = Utc::now();
+    let label = format!("replicate {}", r.name());
+    let id = match db(&ctx.state, move |s| {
+        s.add_job(&key, JobStatus::Queued, None, now)
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("{label}: not started, cannot record it: {e:#}");
+            return;
+        }
+    };
+    let spec = Spec {
+        label,
+        exe: ctx.exe.clone(),
+        args: w.args,
+    };
+    run_job(ctx, id, &spec).await;
+}
+
 fn describe(k: &JobKey) -> String {
-    match (&k.vm, &k.disk, &k.group) {
-        (Some(vm), Some(disk), _) => format!("{vm}/{disk}"),
-        (_, _, Some(g)) => format!("group {g}"),
+    match (&k.vm, &k.disk, &k.group, &k.source) {
+        (Some(vm), Some(disk), _, _) => format!("{vm}/{disk}"),
+        (_, _, Some(g), _) => format!("group {g}"),
+        (_, _, _, Some(from)) => format!("{from}->{}", k.repository),
         _ => format!("repository {}", k.repository),
     }
 }
 
-async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) {
+/// Runs a recorded job when a slot is free; returns how it ended, as recorded.
+async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) -> JobStatus {
     let mut stage = ctx.stage.clone();
     let slot = tokio::select! {
         slot = ctx.slots.clone().acquire_owned() => slot.ok(),
@@ -424,7 +519,7 @@ async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) {
             ..JobResult::default()
         };
         record(ctx, id, JobStatus::Cancelled, r).await;
-        return;
+        return JobStatus::Cancelled;
     };
     let now = Utc::now();
     if let Err(e) = db(&ctx.state, move |s| s.job_started(id, now)).await {
@@ -459,6 +554,7 @@ async fn run_job(ctx: &Arc<Ctx>, id: i64, spec: &Spec) {
         }
     };
     record(ctx, id, status, result).await;
+    status
 }
 
 async fn record(ctx: &Ctx, id: i64, status: JobStatus, r: JobResult) {

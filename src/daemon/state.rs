@@ -1,5 +1,6 @@
 //! The daemon's state database (`<state dir>/state.db`, SQLite): every job it queued,
-//! ran, skipped or cancelled, when each disk was first scheduled, and the daemon's
+//! ran, skipped or cancelled, when each disk was first scheduled, the points each
+//! replication run left on its destination (see [`replication`]), and the daemon's
 //! heartbeat. `lifeboat status` and `/metrics` read it; it is the RPO's evidence, so
 //! it lives on disk and survives restarts, unlike anything in the daemon's memory.
 //! [`read_status`] turns the history into the status report (`lifeboat_policies::status`).
@@ -12,9 +13,12 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use lifeboat_policies::lag::ReplicaHistory;
 use lifeboat_policies::{
     Config, DaemonRecord, DiskHistory, LastSuccess, StatusReport, status_report,
 };
+
+mod replication;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// One transaction, so a concurrent `status` sees all tables or none.
@@ -57,6 +61,44 @@ CREATE TABLE IF NOT EXISTS daemon (
 );
 COMMIT;
 ";
+
+/// Schema changes after [`SCHEMA`], in order; `PRAGMA user_version` counts those
+/// applied. Only ever append: a database made by an older daemon is brought up to
+/// date when a newer one opens it, and keeps its history.
+const MIGRATIONS: &[&str] = &[
+    // 1: replication runs (the destination is `repository`, the source `source`) and,
+    // per run, the newest point of each disk on the destination.
+    "ALTER TABLE jobs ADD COLUMN source TEXT;
+     ALTER TABLE jobs ADD COLUMN bytes_sent INTEGER;
+     ALTER TABLE jobs ADD COLUMN snapshots_copied INTEGER;
+     CREATE INDEX jobs_by_pair ON jobs (kind, source, repository, id);
+     CREATE TABLE replica_points (
+         job INTEGER NOT NULL,
+         vm TEXT NOT NULL,
+         disk TEXT NOT NULL,
+         time REAL NOT NULL,
+         PRIMARY KEY (job, vm, disk)
+     );
+     CREATE INDEX replica_points_by_disk ON replica_points (vm, disk, time);
+     CREATE TABLE replications (
+         source TEXT NOT NULL,
+         destination TEXT NOT NULL,
+         first_seen REAL NOT NULL,
+         PRIMARY KEY (source, destination)
+     );",
+];
+
+/// Applies the migrations `c` lacks, each in its own transaction with its version.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let have: usize = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(have) {
+        let tx = c.unchecked_transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 /// Finished job rows older than this are deleted at start-up (the newest success of
 /// each disk is always kept: it is what the RPO is measured from).
@@ -104,7 +146,10 @@ impl JobStatus {
 pub struct JobKey {
     pub kind: &'static str,
     pub group: Option<String>,
+    /// The repository written to (a replication's destination).
     pub repository: String,
+    /// A replication's source repository.
+    pub source: Option<String>,
     pub vm: Option<String>,
     pub disk: Option<String>,
 }
@@ -121,11 +166,27 @@ pub struct JobResult {
     pub duration_secs: Option<f64>,
     /// A one-line summary, e.g. forget's kept/forgotten counts.
     pub summary: Option<String>,
+    /// A replication run's pack bytes sent and snapshots copied.
+    pub bytes_sent: Option<u64>,
+    pub snapshots_copied: Option<u64>,
+    /// After a replication run: the newest point of each disk on the destination.
+    pub points: Vec<ReplicaPoint>,
+}
+
+/// The newest recovery point of one disk on a replica, as a run reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaPoint {
+    pub vm: String,
+    pub disk: String,
+    pub time: DateTime<Utc>,
 }
 
 pub struct State {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The replication tables exist (a read-only `status` may meet a database an
+    /// older daemon made and no newer one has migrated yet).
+    replication: bool,
 }
 
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -148,12 +209,14 @@ impl State {
                 c.busy_timeout(std::time::Duration::from_secs(10))?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.execute_batch(SCHEMA)?;
+                migrate(&c)?;
                 Ok(c)
             })
             .with_context(|| format!("opening the state database {}", path.display()))?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
+            replication: true,
         })
     }
 
@@ -178,9 +241,13 @@ impl State {
         let Some(conn) = conn else {
             return Ok(None);
         };
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| format!("reading the version of {}", path.display()))?;
         Ok(Some(Self {
             path,
             conn: Mutex::new(conn),
+            replication: version >= 1,
         }))
     }
 
@@ -202,8 +269,13 @@ impl State {
             )?;
             c.execute(
                 "DELETE FROM jobs WHERE finished_at < ?1 AND id NOT IN
-                 (SELECT MAX(id) FROM jobs WHERE status = 'ok' GROUP BY kind, grp, vm, disk)",
+                 (SELECT MAX(id) FROM jobs WHERE status = 'ok'
+                  GROUP BY kind, grp, repository, source, vm, disk)",
                 params![now - HISTORY_SECS],
+            )?;
+            c.execute(
+                "DELETE FROM replica_points WHERE job NOT IN (SELECT id FROM jobs)",
+                [],
             )?;
             c.execute(
                 "INSERT OR REPLACE INTO daemon (id, pid, started_at, heartbeat_at, stopped_at)
@@ -269,8 +341,8 @@ impl State {
         let finished = (status != JobStatus::Queued).then(|| ts(now));
         self.with("recording a job", |c| {
             c.execute(
-                "INSERT INTO jobs (kind, grp, repository, vm, disk, queued_at, finished_at, status, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO jobs (kind, grp, repository, vm, disk, queued_at, finished_at, status,
+                 error, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     key.kind,
                     key.group,
@@ -280,7 +352,8 @@ impl State {
                     ts(now),
                     finished,
                     status.as_str(),
-                    error
+                    error,
+                    key.source
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -305,10 +378,13 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.with("recording a job's end", |c| {
-            c.execute(
+            // One transaction: a run's points are visible with its status or not at all.
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "UPDATE jobs SET status = ?2, finished_at = ?3, attempts = ?4, error = ?5,
                  snapshot = ?6, snapshot_time = ?7, bytes_read = ?8, stored_bytes = ?9,
-                 duration_secs = ?10, summary = ?11 WHERE id = ?1",
+                 duration_secs = ?10, summary = ?11, bytes_sent = ?12, snapshots_copied = ?13
+                 WHERE id = ?1",
                 params![
                     id,
                     status.as_str(),
@@ -320,10 +396,19 @@ impl State {
                     r.bytes_read.map(|b| b as i64),
                     r.stored_bytes.map(|b| b as i64),
                     r.duration_secs,
-                    r.summary
+                    r.summary,
+                    r.bytes_sent.map(|b| b as i64),
+                    r.snapshots_copied.map(|b| b as i64)
                 ],
-            )
-            .map(drop)
+            )?;
+            for p in &r.points {
+                tx.execute(
+                    "INSERT OR REPLACE INTO replica_points (job, vm, disk, time)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, p.vm, p.disk, ts(p.time)],
+                )?;
+            }
+            tx.commit()
         })
     }
 
@@ -423,6 +508,10 @@ pub fn read_status(
         |group, vm, disk| match state {
             Some(s) => s.disk_history(group, vm, disk),
             None => Ok(DiskHistory::default()),
+        },
+        |r, vm, disk| match state {
+            Some(s) => s.replica_history(&r.from, &r.to, vm, disk),
+            None => Ok(ReplicaHistory::default()),
         },
     )
 }

@@ -88,18 +88,7 @@ async fn main() {
             .collect();
         let size = extents.len() as u64 * u64::from(CHUNK_LEN);
         let manifest = Manifest {
-            meta: SnapshotMeta {
-                vm: format!("vm{s}"),
-                disk: "root".into(),
-                source: "synthetic".into(),
-                size,
-                time: "2026-11-22T00:00:00.000Z".into(),
-                host: "bench".into(),
-                tags: vec![],
-                parent: None,
-                cbt_bitmap: None,
-                lifeboat_version: "bench".into(),
-            },
+            meta: synthetic_meta(s, size),
             extents,
         };
         repo.put_sealed(&snapshot_key(&ChunkId::random()), &manifest.encode())
@@ -107,4 +96,21 @@ async fn main() {
             .unwrap();
     }
     println!("{chunks} chunks in {packs} packs, {snapshots} snapshots use {live_chunks}");
+}
+
+/// The metadata of synthetic snapshot `s`.
+fn synthetic_meta(s: u64, size: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        vm: format!("vm{s}"),
+        disk: "root".into(),
+        source: "synthetic".into(),
+        size,
+        time: "2026-11-22T00:00:00.000Z".into(),
+        host: "bench".into(),
+        tags: vec![],
+        parent: None,
+        cbt_bitmap: None,
+        lifeboat_version: "bench".into(),
+        replicated_from: None,
+    }
 }

@@ -78,6 +78,18 @@ impl RepoKeys {
         }
     }
 
+    /// The same keys computing chunk ids with `id_key` instead: a replica's keys
+    /// (its own encryption key, its source's id key).
+    pub fn with_id_key(mut self, id_key: [u8; KEY_LEN]) -> Self {
+        self.id_key = id_key;
+        self
+    }
+
+    /// The chunk-id key, to record in a new replica's sealed config.
+    pub fn id_key(&self) -> &[u8; KEY_LEN] {
+        &self.id_key
+    }
+
     /// Keyed BLAKE3 of a chunk's plaintext.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         ChunkId(*blake3::keyed_hash(&self.id_key, data).as_bytes())

@@ -129,9 +129,13 @@ impl Repository {
             )),
             None => backend,
         };
+        let keys = match &config.replica_of {
+            Some(replica) => RepoKeys::derive(&master).with_id_key(replica.chunk_id_key.0),
+            None => RepoKeys::derive(&master),
+        };
         Ok(Self {
             backend,
-            keys: RepoKeys::derive(&master),
+            keys,
             master,
             slot_id,
             config,

@@ -75,6 +75,7 @@ fn generate() -> Vec<(&'static str, String, Vec<u8>)> {
             parent: Some(ChunkId([1; 32]).to_hex()),
             cbt_bitmap: Some("lifeboat-0011223344556677".into()),
             lifeboat_version: "0.1.0".into(),
+            replicated_from: None,
         },
         extents,
     };
@@ -99,6 +100,7 @@ fn generate() -> Vec<(&'static str, String, Vec<u8>)> {
             period_secs: 30 * 86400,
             mode: LockMode::Compliance,
         }),
+        replica_of: None,
     };
     out.push((
         "config",

@@ -118,6 +118,8 @@ pub struct Seen {
     pub path: String,
     /// The server's status, if the request reached it.
     pub status: Option<u16>,
+    /// Bytes of request body (an upload's size).
+    pub body_len: u64,
     /// What the proxy did to it.
     pub fault: Option<Fault>,
 }
@@ -178,6 +180,8 @@ struct State {
     forced: Mutex<std::collections::VecDeque<Fault>>,
     /// Requests numbered at or above this are held, never forwarded.
     hold_from: AtomicU64,
+    /// Requests with this method whose path contains this text are held too.
+    hold_matching: Mutex<Option<(String, String)>>,
     held: AtomicU64,
     /// Bumped to let held requests go (their connections close unanswered).
     release: tokio::sync::watch::Sender<u64>,
@@ -216,6 +220,7 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             forced: Mutex::default(),
             hold_from: AtomicU64::new(u64::MAX),
+            hold_matching: Mutex::default(),
             held: AtomicU64::new(0),
             release: tokio::sync::watch::channel(0).0,
         });
@@ -271,6 +276,12 @@ impl Proxy {
         self.state.hold_from.store(n, Ordering::SeqCst);
     }
 
+    /// Holds every `method` request whose path contains `path_part` (e.g. the first
+    /// `PUT` of a manifest: a crash exactly between a run's data and its commit).
+    pub fn hold_matching(&self, method: &str, path_part: &str) {
+        *self.state.hold_matching.lock().unwrap() = Some((method.into(), path_part.into()));
+    }
+
     /// How many requests are being held right now.
     pub fn held(&self) -> u64 {
         self.state.held.load(Ordering::SeqCst)
@@ -279,6 +290,7 @@ impl Proxy {
     /// Stops holding; requests held so far are dropped unanswered, never forwarded.
     pub fn release(&self) {
         self.state.hold_from.store(u64::MAX, Ordering::SeqCst);
+        *self.state.hold_matching.lock().unwrap() = None;
         self.state.release.send_modify(|v| *v += 1);
     }
 }
@@ -307,7 +319,13 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
         return;
     };
     let n = state.next.fetch_add(1, Ordering::SeqCst);
-    if n >= state.hold_from.load(Ordering::SeqCst) {
+    let matched = state
+        .hold_matching
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|(m, p)| req.method == *m && req.path.contains(p.as_str()));
+    if matched || n >= state.hold_from.load(Ordering::SeqCst) {
         let mut release = state.release.subscribe();
         state.held.fetch_add(1, Ordering::SeqCst);
         let _ = release.changed().await;
@@ -352,6 +370,7 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
     let _ = conn.flush().await;
     let _ = conn.shutdown().await;
     state.seen.lock().unwrap().push(Seen {
+        body_len: req.body.len() as u64,
         method: req.method,
         path: req.path,
         status,

@@ -5,10 +5,13 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod daemon;
 pub mod disk;
 pub mod faults;
 pub mod qemu;
+pub mod replica;
 pub mod s3;
+pub mod sites;
 pub mod tls;
 pub mod vm;
 
@@ -39,11 +42,29 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new(kind: Kind) -> Self {
+        Self::on(kind, s3::server())
+    }
+
+    /// A repository whose S3 bucket (for `Kind::S3`) is on `server`: a second site.
+    pub fn on(kind: Kind, server: &s3::Server) -> Self {
         let work = tempfile::tempdir().expect("temp dir");
         let url = match kind {
             Kind::Local => work.path().join("repo").display().to_string(),
-            Kind::S3 => s3::server().repo_url(&s3::unique_bucket()),
+            Kind::S3 => server.repo_url(&s3::unique_bucket()),
         };
+        Self::in_dir(kind, url, work)
+    }
+
+    /// Another handle on the repository at `url` (its own work dir and catalog cache).
+    pub fn with_url(kind: Kind, url: &str) -> Self {
+        Self::in_dir(
+            kind,
+            url.to_string(),
+            tempfile::tempdir().expect("temp dir"),
+        )
+    }
+
+    fn in_dir(kind: Kind, url: String, work: tempfile::TempDir) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

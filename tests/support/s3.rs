@@ -80,6 +80,13 @@ pub fn server() -> &'static Server {
     })
 }
 
+/// A second server, for tests of two sites (replication): its own process, port and
+/// buckets, so "the primary site is gone" can be played by deleting the first's data.
+pub fn second_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| start_moto(&[]))
+}
+
 /// A bucket name no other test in this run uses.
 pub fn unique_bucket() -> String {
     static N: AtomicU32 = AtomicU32::new(0);

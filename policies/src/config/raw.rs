@@ -12,7 +12,23 @@ pub(super) struct RawConfig {
     pub(super) repository: Vec<RawRepository>,
     #[serde(default)]
     pub(super) group: Vec<RawGroup>,
+    #[serde(default)]
+    pub(super) replication: Vec<Spanned<RawReplication>>,
     pub(super) daemon: Option<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplication {
+    pub(super) from: Spanned<String>,
+    pub(super) to: Spanned<String>,
+    pub(super) vms: Option<Vec<Spanned<String>>>,
+    pub(super) groups: Option<Vec<Spanned<String>>>,
+    pub(super) schedule: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+    pub(super) after_backup: Option<Spanned<bool>>,
+    pub(super) limit_rate: Option<Spanned<String>>,
+    pub(super) replication_rpo: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

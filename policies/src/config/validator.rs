@@ -88,6 +88,14 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// 1-based line of a byte offset.
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
     /// A non-empty name, unique among `seen` (which maps names to where they were first used).
     pub(super) fn name(
         &mut self,

@@ -1,5 +1,6 @@
-//! Parsing repository addresses (`/path`, `file:///path`, `s3://bucket/prefix?endpoint=…`),
-//! and the options network backends take.
+//! Parsing repository addresses (`/path`, `file:///path`,
+//! `s3://bucket/prefix?endpoint=…&region=…&profile=…`), and the options network backends
+//! take.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,10 @@ pub enum RepoAddress {
 }
 
 /// An S3-compatible location. Credentials are never part of the address: they come
-/// from the standard AWS chain (environment, profile, instance metadata).
+/// from the standard AWS chain (environment, profile, instance metadata), or from the
+/// named profile `?profile=NAME` points to. Naming the profile in the address is what
+/// lets one command use different keys per repository: `replicate` pulling with a
+/// read-only key for the primary's bucket and a read-write one for its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Address {
     pub bucket: String,
@@ -21,6 +25,11 @@ pub struct S3Address {
     pub endpoint: Option<String>,
     /// Region; `None` means the AWS chain's region, else `us-east-1`.
     pub region: Option<String>,
+    /// `?profile=NAME`: a named profile of the AWS shared files (`AWS_SHARED_CREDENTIALS_FILE`,
+    /// `AWS_CONFIG_FILE`, default `~/.aws/`) supplying this repository's credentials (and
+    /// region, unless `region=` is given), ahead of `AWS_ACCESS_KEY_ID` in the environment.
+    /// `None`: the standard chain.
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +66,20 @@ impl RepoAddress {
             }
             let prefix = url.path().trim_matches('/').to_string();
             let mut endpoint = None;
-            let mut region = None;
+            let (mut region, mut profile) = (None, None);
             for (k, v) in url.query_pairs() {
                 match k.as_ref() {
                     "endpoint" => endpoint = Some(v.into_owned()),
                     "region" => region = Some(v.into_owned()),
+                    "profile" if v.trim().is_empty() => {
+                        return Err(bad(
+                            "profile= needs the name of a profile in the AWS credentials file, e.g. profile=replica-pull",
+                        ));
+                    }
+                    "profile" => profile = Some(v.into_owned()),
                     other => {
                         return Err(bad(&format!(
-                            "unknown option {other:?}; supported: endpoint, region"
+                            "unknown option {other:?}; supported: endpoint, region, profile"
                         )));
                     }
                 }
@@ -74,6 +89,7 @@ impl RepoAddress {
                 prefix,
                 endpoint,
                 region,
+                profile,
             }));
         }
         if address.contains("://") {
@@ -144,6 +160,7 @@ mod tests {
                     prefix: "a/b".into(),
                     endpoint: Some("http://127.0.0.1:9000".into()),
                     region: Some("eu-west-1".into()),
+                    profile: None,
                 })),
             ),
             (
@@ -153,8 +170,20 @@ mod tests {
                     prefix: String::new(),
                     endpoint: None,
                     region: None,
+                    profile: None,
                 })),
             ),
+            (
+                "s3://bkt/p?profile=replica-pull&endpoint=http://h:1",
+                Some(RepoAddress::S3(S3Address {
+                    bucket: "bkt".into(),
+                    prefix: "p".into(),
+                    endpoint: Some("http://h:1".into()),
+                    region: None,
+                    profile: Some("replica-pull".into()),
+                })),
+            ),
+            ("s3://bkt?profile=", None),
             ("s3://bkt?color=red", None),
         ];
         for (input, want) in table {

@@ -98,7 +98,15 @@ impl S3Backend {
     ) -> Result<S3Backend, BackendError> {
         let setup_error =
             |detail: String| io(format!("connecting to s3://{}", addr.bucket), detail, false);
-        let region_chain = RegionProviderChain::first_try(addr.region.clone().map(Region::new))
+        let mut region_chain = RegionProviderChain::first_try(addr.region.clone().map(Region::new));
+        if let Some(name) = &addr.profile {
+            region_chain = region_chain.or_else(
+                aws_config::profile::ProfileFileRegionProvider::builder()
+                    .profile_name(name)
+                    .build(),
+            );
+        }
+        let region_chain = region_chain
             .or_default_provider()
             .or_else(Region::from_static(DEFAULT_REGION));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -113,10 +121,15 @@ impl S3Backend {
             );
             loader = loader.http_client(s3_client::insecure_http_client());
         }
+        // Explicit keys (the caller's own configuration) first, then the address's
+        // profile: a profile named for one repository must beat AWS_ACCESS_KEY_ID, which
+        // the environment gives every repository of the command alike.
         if let Some(keys) = &options.credentials {
             let (id, secret) = (&keys.access_key_id, &keys.secret_access_key);
             loader =
                 loader.credentials_provider(Credentials::new(id, secret, None, None, "lifeboat"));
+        } else if let Some(name) = &addr.profile {
+            loader = loader.credentials_provider(s3_client::profile_credentials(name).await?);
         }
         let sdk_config = loader.load().await;
 

@@ -1,4 +1,5 @@
-//! How the S3 backend talks HTTP: retries, timeouts, and the TLS policy.
+//! How the S3 backend talks HTTP: retries, timeouts, the TLS policy, and the keys of a
+//! `profile=` address.
 //!
 //! `https://` endpoints are verified against the platform's trust store (the SDK's
 //! default rustls client with native roots, which also honours `SSL_CERT_FILE` and
@@ -45,6 +46,29 @@ pub(super) fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(MAX_ATTEMPTS)
         .with_max_backoff(MAX_BACKOFF)
+}
+
+/// The credentials of the address's `profile=NAME`, checked now: a missing profile would
+/// otherwise fail the first request with an SDK message naming neither it nor the file.
+pub(super) async fn profile_credentials(
+    name: &str,
+) -> Result<aws_config::profile::ProfileFileCredentialsProvider, super::error::BackendError> {
+    use aws_sdk_s3::config::ProvideCredentials;
+    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .profile_name(name)
+        .build();
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(provider),
+        Err(e) => Err(super::s3_text::io(
+            format!("loading the keys of AWS profile {name:?} (profile= of the address)"),
+            format!(
+                "missing or without usable keys ({}); define it in AWS_SHARED_CREDENTIALS_FILE \
+                 or AWS_CONFIG_FILE (default ~/.aws/)",
+                super::s3_text::describe(&e)
+            ),
+            false,
+        )),
+    }
 }
 
 pub(super) fn timeout_config() -> Result<TimeoutConfig, String> {

@@ -70,9 +70,27 @@ pub fn seal_chunk(keys: &RepoKeys, id: &ChunkId, data: &[u8], zstd_level: i32) -
     ChunkSealer::new(zstd_level).seal(keys, id, data)
 }
 
-/// Opens, decompresses and verifies one chunk blob.
-pub fn open_chunk(keys: &RepoKeys, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
-    let plain = keys.open(&id.0, sealed).map_err(|_| BlobError::Auth)?;
+/// Moves one chunk blob from a repository to its replica (same chunk-id key, other
+/// encryption key): opened and fully verified with `from` (AEAD tag, then the keyed id
+/// of the decompressed plaintext), then sealed again with `to`. The compressed payload
+/// is carried over as it is, so replication never recompresses.
+pub fn reseal_chunk(
+    from: &RepoKeys,
+    to: &RepoKeys,
+    id: &ChunkId,
+    sealed: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    let plain = from.open(&id.0, sealed).map_err(|_| BlobError::Auth)?;
+    check_id(from, id, &plain)?;
+    let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
+    out.resize(NONCE_LEN, 0);
+    out.extend_from_slice(&plain);
+    to.seal_in_place(&id.0, &mut out);
+    Ok(out)
+}
+
+/// Decodes an opened blob (`codec ‖ payload`) and checks it hashes to `id`.
+fn check_id(keys: &RepoKeys, id: &ChunkId, plain: &[u8]) -> Result<Vec<u8>, BlobError> {
     let (&codec, payload) = plain.split_first().ok_or(BlobError::Empty)?;
     let data = match codec {
         CODEC_RAW => payload.to_vec(),
@@ -89,6 +107,12 @@ pub fn open_chunk(keys: &RepoKeys, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8
         });
     }
     Ok(data)
+}
+
+/// Opens, decompresses and verifies one chunk blob.
+pub fn open_chunk(keys: &RepoKeys, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let plain = keys.open(&id.0, sealed).map_err(|_| BlobError::Auth)?;
+    check_id(keys, id, &plain)
 }
 
 #[cfg(test)]
@@ -112,6 +136,25 @@ mod tests {
         assert_eq!(
             seal_chunk(&keys, &id, &random, 3).len(),
             random.len() + 1 + 40
+        );
+    }
+
+    #[test]
+    fn a_resealed_blob_opens_only_with_the_replica_keys() {
+        let source = RepoKeys::derive(&MasterKey::generate());
+        let replica = RepoKeys::derive(&MasterKey::generate()).with_id_key(*source.id_key());
+        let data = b"lifeboat ".repeat(1000);
+        let id = source.chunk_id(&data);
+        let sealed = seal_chunk(&source, &id, &data, 3);
+        let moved = reseal_chunk(&source, &replica, &id, &sealed).unwrap();
+        assert_eq!(open_chunk(&replica, &id, &moved).unwrap(), data);
+        assert_eq!(open_chunk(&source, &id, &moved), Err(BlobError::Auth));
+        // Authenticated on the way: a blob that fails its tag is never re-sealed.
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert_eq!(
+            reseal_chunk(&source, &replica, &id, &bad),
+            Err(BlobError::Auth)
         );
     }
 

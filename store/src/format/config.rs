@@ -32,6 +32,49 @@ pub struct RepoConfig {
     /// still in use. Absent in repositories made without `--immutable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutability: Option<Immutability>,
+    /// Set when this repository is a replica (`init --replica-of`, FORMAT.md §15):
+    /// chunk ids are computed with the source's id key, so equal chunks have equal
+    /// ids on both sides and replication copies only what the destination lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<ReplicaOf>,
+}
+
+/// What a replica records about its source. Lives only inside the sealed config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaOf {
+    /// The source repository's id (`config.id`).
+    pub repository: String,
+    /// Where the source was when the replica was made (for messages; not secret).
+    pub location: String,
+    /// The source's chunk-id key (secret: it would let the bucket's owner test
+    /// for known content, so it never leaves the sealed config).
+    pub chunk_id_key: ChunkIdKey,
+}
+
+/// A chunk-id key, hex in the sealed config; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChunkIdKey(pub [u8; 32]);
+
+impl std::fmt::Debug for ChunkIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkIdKey(<redacted>)")
+    }
+}
+
+impl Serialize for ChunkIdKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkIdKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&text, &mut key)
+            .map_err(|_| serde::de::Error::custom("chunk_id_key is not 64 hex digits"))?;
+        Ok(Self(key))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,6 +181,17 @@ impl RepoConfig {
                 found: config.version,
                 supported: crate::format::FORMAT_VERSION,
             });
+        }
+        if config.version != crate::format::format_version(config.replica_of.is_some()) {
+            return Err(invalid(format!(
+                "format version {} does not match {}",
+                config.version,
+                if config.replica_of.is_some() {
+                    "a replica"
+                } else {
+                    "a repository that is not a replica"
+                }
+            )));
         }
         match config.fixed_chunk_size {
             None => config.chunker.validate().map_err(invalid)?,

@@ -63,6 +63,21 @@ pub struct SnapshotMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbt_bitmap: Option<String>,
     pub lifeboat_version: String,
+    /// Set on a replica's copy of a snapshot: where it was copied from. Replication
+    /// uses it to know which source snapshots the destination already holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_from: Option<ReplicatedFrom>,
+}
+
+/// The origin of a replicated snapshot (FORMAT.md §15).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicatedFrom {
+    /// The source repository's id (its `config.id`).
+    pub repository: String,
+    /// The snapshot's id in the source repository.
+    pub snapshot: String,
+    /// RFC 3339 UTC time the replication run that copied it started.
+    pub copied: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +174,7 @@ mod tests {
                 parent: None,
                 cbt_bitmap: None,
                 lifeboat_version: "0.1.0".into(),
+                replicated_from: None,
             },
             extents: vec![
                 Extent::Chunk {

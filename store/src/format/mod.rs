@@ -1,4 +1,4 @@
-//! The repository format, version 1: what each object is called and how it is encoded.
+//! The repository format (versions 1 and 2, see [`FORMAT_VERSION`]): what each object is called and how it is encoded.
 //!
 //! `docs/FORMAT.md` is the prose description of the same thing; keep them in step.
 //! Every decoder here is total: hostile input gives a [`DecodeError`], never a panic.
@@ -26,8 +26,25 @@ use crate::crypto::ChunkId;
 
 pub use wire::DecodeError;
 
-/// Current (and only) repository format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest repository format version this build reads and writes.
+///
+/// - 1: a repository whose chunk-id key is derived from its own master key.
+/// - 2: a *replica* (`config.replica_of`, FORMAT.md §15): its chunk-id key is the
+///   source repository's, stored in its sealed config. A build that only knows
+///   version 1 would derive the wrong id key and must refuse it, so only replicas
+///   carry version 2; plain repositories stay at 1 and open with older builds.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version of a repository that is not a replica.
+pub const PLAIN_FORMAT_VERSION: u32 = 1;
+
+/// The format version a repository with (or without) a `replica_of` record carries.
+pub fn format_version(replica: bool) -> u32 {
+    if replica {
+        FORMAT_VERSION
+    } else {
+        PLAIN_FORMAT_VERSION
+    }
+}
 
 pub const MARKER_KEY: &str = "lifeboat-repository.json";
 pub const CONFIG_KEY: &str = "config";
@@ -64,10 +81,11 @@ pub struct Marker {
 impl Marker {
     pub const FORMAT_NAME: &'static str = "lifeboat-repository";
 
-    pub fn current() -> Self {
+    /// The marker of a repository of format `version`.
+    pub fn new(version: u32) -> Self {
         Self {
             format: Self::FORMAT_NAME.to_string(),
-            version: FORMAT_VERSION,
+            version,
         }
     }
 }

@@ -12,9 +12,9 @@ use crate::crypto::{MasterKey, RepoKeys};
 use crate::error::{StoreError, StoreResult};
 use crate::format::config::{
     ChunkerParams, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE, DEFAULT_ZERO_RUN_MIN,
-    Immutability, MAX_PACK_SIZE, MIN_PACK_SIZE, RepoConfig, validate_fixed_chunk_size,
+    Immutability, MAX_PACK_SIZE, MIN_PACK_SIZE, ReplicaOf, RepoConfig, validate_fixed_chunk_size,
 };
-use crate::format::{CONFIG_KEY, FORMAT_VERSION, KEYS_PREFIX, MARKER_KEY, Marker};
+use crate::format::{CONFIG_KEY, KEYS_PREFIX, MARKER_KEY, Marker, format_version};
 use crate::repo::{Repository, now_rfc3339, read_marker};
 
 use super::slot::{DEFAULT_KDF, KdfParams};
@@ -35,6 +35,11 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     /// Lock every backup object for this long (the bucket must have Object Lock).
     pub immutability: Option<Immutability>,
+    /// All-zero runs at least this long are stored as zero extents.
+    pub zero_run_min: u32,
+    /// Make a replica of another repository (FORMAT.md §15): its chunker settings
+    /// must then be the source's too (see `lifeboat_replicator`, which fills both in).
+    pub replica_of: Option<ReplicaOf>,
 }
 
 impl Default for InitOptions {
@@ -47,6 +52,8 @@ impl Default for InitOptions {
             create_container: false,
             kdf: DEFAULT_KDF,
             immutability: None,
+            zero_run_min: DEFAULT_ZERO_RUN_MIN,
+            replica_of: None,
         }
     }
 }
@@ -71,12 +78,13 @@ pub async fn init_repository(
         options.kdf,
     )
     .await?;
+    let version = config.version;
     let sealed_config = RepoKeys::derive(&master).seal(
         CONFIG_KEY.as_bytes(),
         &serde_json::to_vec(&config).expect("config serialises"),
     );
     backend.put(CONFIG_KEY, Bytes::from(sealed_config)).await?;
-    let marker = serde_json::to_vec(&Marker::current()).expect("marker serialises");
+    let marker = serde_json::to_vec(&Marker::new(version)).expect("marker serialises");
     backend.put(MARKER_KEY, Bytes::from(marker)).await?;
     Repository::assemble(backend, master, slot_id, config, cache_dir)
 }
@@ -154,14 +162,15 @@ fn new_config(options: &InitOptions, chunker: ChunkerParams) -> RepoConfig {
     let mut repo_id = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut repo_id);
     RepoConfig {
-        version: FORMAT_VERSION,
+        version: format_version(options.replica_of.is_some()),
         id: hex::encode(repo_id),
         created: now_rfc3339(),
         chunker,
         fixed_chunk_size: options.fixed_chunk_size,
-        zero_run_min: DEFAULT_ZERO_RUN_MIN,
+        zero_run_min: options.zero_run_min,
         compression_level: options.compression_level,
         pack_size: options.pack_size,
         immutability: options.immutability,
+        replica_of: options.replica_of.clone(),
     }
 }

@@ -60,6 +60,7 @@ pub fn manifest(vm: &str, chunks: &[(ChunkId, u32)]) -> Manifest {
             parent: None,
             cbt_bitmap: None,
             lifeboat_version: "test".into(),
+            replicated_from: None,
         },
         extents: chunks
             .iter()
