@@ -126,6 +126,7 @@ mod tests {
                 parent: None,
                 cbt_bitmap: None,
                 lifeboat_version: String::new(),
+                replicated_from: None,
             },
             extents,
         }
