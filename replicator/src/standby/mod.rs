@@ -118,6 +118,12 @@ pub async fn sync(
         dir: request.dir.clone(),
         source,
     })?;
+    // Report absolute image paths: what a failover script boots from.
+    let request = StandbyRequest {
+        dir: std::fs::canonicalize(&request.dir)
+            .map_err(|e| StandbyError::io("cannot resolve", &request.dir, e))?,
+        ..request
+    };
     let mut disks = Vec::with_capacity(newest.len());
     for snap in newest {
         let report = sync_disk(&repo, &request, &snap, &progress)
