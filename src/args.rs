@@ -81,6 +81,9 @@ pub enum Command {
     Repair(RepairCommand),
     /// Copy snapshots to a replica at a second site, sending only the data it lacks
     Replicate(ReplicateArgs),
+    /// Warm standby disks: qcow2 images kept at the newest recovery points, ready to boot
+    #[command(subcommand)]
+    Standby(StandbyCommand),
 }
 
 /// Shown by `lifeboat status --help`; README says the same.
@@ -365,6 +368,29 @@ pub struct RepairIndexArgs {
     /// Packs listed per new index object (bounds the memory the rebuild needs)
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub packs_per_index: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StandbyCommand {
+    /// Bring each disk's standby images forward to its newest snapshot, writing only
+    /// what changed; keep the last N points
+    Sync(StandbySyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StandbySyncArgs {
+    /// Standby directory (DIR/<vm>/<disk>/ gets base.qcow2, overlays and points.json)
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Recovery points kept per disk
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: u64,
+    /// Only this VM (repeat for several; default: every VM in the repository)
+    #[arg(long = "vm", value_name = "NAME")]
+    pub vms: Vec<String>,
+    /// Ranged reads in flight
+    #[arg(long, default_value_t = 32)]
+    pub fetches: usize,
 }
 
 #[derive(Debug, Subcommand)]

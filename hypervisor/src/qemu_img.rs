@@ -1,5 +1,6 @@
 //! `qemu-img` on an image file: its format, size and persistent dirty bitmaps, and
-//! adding or removing a bitmap.
+//! adding or removing a bitmap; and the qcow2 chain operations a standby directory
+//! needs (create an image or overlay, check, commit an overlay, rebase unsafely).
 //!
 //! Reading uses `--force-share`, so it works on an image a running VM has open.
 //! Changing bitmaps needs the image's write lock and fails with
@@ -92,6 +93,59 @@ pub async fn remove_bitmap(image: &Path, name: &str) -> Result<(), ToolError> {
     run(&["bitmap", "--remove"], image, &[name]).await.map(drop)
 }
 
+/// Creates the qcow2 image `image` of `size` bytes; with `backing`, an overlay on
+/// that qcow2 file. A relative `backing` is stored as given and resolved from the
+/// overlay's directory, so a directory of chained images can move as a whole.
+pub async fn create_qcow2(image: &Path, size: u64, backing: Option<&str>) -> Result<(), ToolError> {
+    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
+    if let Some(b) = backing {
+        args.extend(["-b".into(), b.into(), "-F".into(), "qcow2".into()]);
+    }
+    // Run in the image's directory, so that QEMU versions that resolve a relative
+    // backing name from the current directory agree with those that resolve it from
+    // the overlay's; "./" keeps a name like "host:file" from reading as a protocol.
+    let name = image.file_name().ok_or_else(|| ToolError::Failed {
+        tool: TOOL,
+        message: format!("{} names no file", image.display()),
+    })?;
+    args.push(Path::new(".").join(name).display().to_string());
+    args.push(size.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    exec(&args, image.parent()).await.map(drop)
+}
+
+/// `qemu-img check` of a qcow2 image: fails on corruption. Leaked clusters (exit
+/// status 3) only waste space and pass.
+pub async fn check_qcow2(image: &Path) -> Result<(), ToolError> {
+    match run(&["check", "-q", "-f", "qcow2"], image, &[]).await {
+        Err(ToolError::Failed { message, .. }) if message.contains("exit status: 3") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// `qemu-img commit -d`: writes the qcow2 overlay `image`'s data into its backing
+/// file, leaving the overlay as it is (so it still reads the same).
+pub async fn commit(image: &Path) -> Result<(), ToolError> {
+    run(&["commit", "-q", "-d", "-f", "qcow2"], image, &[])
+        .await
+        .map(drop)
+}
+
+/// `qemu-img rebase -u`: points the qcow2 overlay `image` at the qcow2 file
+/// `backing` (relative to the overlay's directory) without copying anything; only
+/// correct when the new backing reads the same as the old one.
+pub async fn rebase_unsafe(image: &Path, backing: &str) -> Result<(), ToolError> {
+    run(
+        &[
+            "rebase", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing,
+        ],
+        image,
+        &[],
+    )
+    .await
+    .map(drop)
+}
+
 /// Runs `qemu-img ARGS IMAGE TRAILING` on the image's absolute path (QEMU would read
 /// "host:file" as a protocol, "-x" as an option); returns that path and stdout.
 async fn run(
@@ -105,25 +159,33 @@ async fn run(
             tool: TOOL,
             message: format!("cannot open image {}: {e}", image.display()),
         })?;
-    let out = Command::new(TOOL)
-        .args(args)
-        .arg(&abs)
-        .args(trailing)
-        .stdin(Stdio::null())
+    let path = abs.display().to_string();
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain([path.as_str()])
+        .chain(trailing.iter().copied())
+        .collect();
+    let stdout = exec(&all, None).await?;
+    Ok((abs, stdout))
+}
+
+/// Runs `qemu-img ARGS` (in `cwd` if given) and returns its stdout.
+async fn exec(args: &[&str], cwd: Option<&Path>) -> Result<Vec<u8>, ToolError> {
+    let mut cmd = Command::new(TOOL);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(dir) = cwd.filter(|d| !d.as_os_str().is_empty()) {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
         .output()
         .await
         .map_err(|source| ToolError::Spawn { tool: TOOL, source })?;
     if out.status.success() {
-        return Ok((abs, out.stdout));
+        return Ok(out.stdout);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let command: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string())
-        .chain([abs.display().to_string()])
-        .chain(trailing.iter().map(|a| a.to_string()))
-        .collect();
-    let message = format!("{} ({}): {}", command.join(" "), out.status, stderr.trim());
+    let message = format!("{} ({}): {}", args.join(" "), out.status, stderr.trim());
     // QEMU says `Failed to get "write" lock` (or a shared one) when another process
     // has the image open.
     if stderr.contains("Failed to get") && stderr.contains("lock") {

@@ -1,6 +1,7 @@
 //! Running `qemu-nbd` to read an image file through the NBD client.
 //!
-//! [`QemuNbd`] exports one image read-only on a unix socket inside a private (0700)
+//! [`QemuNbd`] exports one image read-only (or, with [`QemuNbd::start_writable`],
+//! writable) on a unix socket inside a private (0700)
 //! temporary directory, so no other user can connect, and nothing listens on the
 //! network. The export stays up for several clients (`--shared=8`, `--persistent`)
 //! until [`QemuNbd::stop`] or drop kills the process; the directory goes with it.
@@ -61,6 +62,24 @@ impl QemuNbd {
         format: Option<&str>,
         bitmap: Option<&str>,
     ) -> Result<QemuNbd, ToolError> {
+        Self::launch(image, format, bitmap, false).await
+    }
+
+    /// Starts a *writable* export of `image` (same command line without
+    /// `--read-only`), for filling an image Lifeboat owns, such as a standby
+    /// overlay. qcow2 backing files stay read-only. Writes are durable once the
+    /// client's `NBD_CMD_FLUSH` returns; killing qemu-nbd before that may lose them
+    /// (never the image's consistency: qcow2 orders its metadata updates).
+    pub async fn start_writable(image: &Path, format: &str) -> Result<QemuNbd, ToolError> {
+        Self::launch(image, Some(format), None, true).await
+    }
+
+    async fn launch(
+        image: &Path,
+        format: Option<&str>,
+        bitmap: Option<&str>,
+        writable: bool,
+    ) -> Result<QemuNbd, ToolError> {
         // Absolute path: QEMU would read "host:file" as a protocol, "-x" as an option.
         let image = tokio::fs::canonicalize(image)
             .await
@@ -73,7 +92,7 @@ impl QemuNbd {
         let dir =
             private_dir().map_err(|e| failed(format!("cannot create a socket directory: {e}")))?;
         let socket = dir.path().join("nbd.sock");
-        let mut child = qemu_nbd_command(&image, &format, bitmap, &socket)?
+        let mut child = qemu_nbd_command(&image, &format, bitmap, &socket, writable)?
             .spawn()
             .map_err(|source| ToolError::Spawn { tool: TOOL, source })?;
         let tail = Arc::new(Mutex::new(String::new()));
@@ -125,8 +144,8 @@ impl QemuNbd {
         self.child.as_ref().and_then(|c| c.id())
     }
 
-    /// Kills qemu-nbd and waits for it to exit. The export is read-only, so killing
-    /// it cannot damage the image.
+    /// Kills qemu-nbd and waits for it to exit. A read-only export cannot be damaged
+    /// by that; a writable one keeps what was flushed.
     pub async fn stop(mut self) -> Result<(), ToolError> {
         if let Some(mut child) = self.child.take() {
             // Fails only if it already exited, which wait() then reports.
@@ -179,18 +198,21 @@ fn check_names(format: &str, bitmap: Option<&str>) -> Result<(), ToolError> {
     Ok(())
 }
 
-/// The full command line: a read-only export of `image` on `socket`, under
-/// [`pdeathsig_command`].
+/// The full command line: an export of `image` on `socket` (read-only unless
+/// `writable`), under [`pdeathsig_command`].
 fn qemu_nbd_command(
     image: &Path,
     format: &str,
     bitmap: Option<&str>,
     socket: &Path,
+    writable: bool,
 ) -> Result<Command, ToolError> {
     let mut cmd = pdeathsig_command()?;
-    cmd.arg("--read-only")
-        // Keep serving after a client leaves: the lead may connect several times.
-        .arg("--persistent")
+    if !writable {
+        cmd.arg("--read-only");
+    }
+    // Keep serving after a client leaves: the lead may connect several times.
+    cmd.arg("--persistent")
         .arg("--shared=8")
         .arg(format!("--format={format}"))
         .arg(format!("--export-name={EXPORT}"))

@@ -13,6 +13,7 @@
 pub mod copy;
 pub mod error;
 pub mod replica;
+pub mod standby;
 
 pub use copy::{ReplicateReport, ReplicateRequest, replicate};
 pub use error::{ReplicateError, Side};

@@ -13,6 +13,7 @@ mod repair;
 mod replicate;
 mod restore;
 mod snapshots;
+mod standby;
 mod status;
 mod verify;
 
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => status::run(g, a).await,
         Command::Repair(r) => repair::run(g, r).await,
         Command::Replicate(a) => replicate::run(g, a).await,
+        Command::Standby(c) => standby::run(g, c).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

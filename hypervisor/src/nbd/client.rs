@@ -1,5 +1,5 @@
-//! The public face of an NBD connection: connect and negotiate, then read and query
-//! block status from any number of tasks at once.
+//! The public face of an NBD connection: connect and negotiate, then read, write and
+//! query block status from any number of tasks at once.
 //!
 //! Requests are checked here (range, alignment, size, negotiated context) so that a
 //! caller's mistake gets a clear [`NbdError::InvalidRequest`] instead of a server
@@ -17,11 +17,15 @@ use super::connection::{Connection, ReadStream, WriteStream};
 use super::error::NbdError;
 use super::extents::{BlockExtent, MappedExtent};
 use super::handshake::{Negotiated, handshake};
-use super::transmission::{FLAG_READ_ONLY, MAX_READ};
+use super::transmission::{
+    CMD_FLUSH, CMD_WRITE, CMD_WRITE_ZEROES, FLAG_READ_ONLY, FLAG_SEND_FLUSH,
+    FLAG_SEND_WRITE_ZEROES, MAX_READ,
+};
 
 /// A server that accepts but never answers must not hang `connect` forever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest range one block-status request from [`NbdClient::map`] covers.
+/// Largest range one block-status request from [`NbdClient::map`] covers, and one
+/// write-zeroes request from [`NbdClient::write_zeroes`].
 const MAP_STEP: u64 = 1 << 30;
 
 /// A connection to one NBD export. `Send + Sync`; share it by reference or `Arc` and
@@ -152,15 +156,59 @@ impl NbdClient {
                 self.max_read
             )));
         }
-        let m = u64::from(self.min_block);
-        if !offset.is_multiple_of(m)
-            || (!u64::from(len).is_multiple_of(m) && offset + u64::from(len) != self.size)
-        {
+        self.check_aligned("read", offset, len)?;
+        self.conn.read(offset, len).await
+    }
+
+    /// Writes `data` at `offset` (`data.len()` ≤ [`max_read_len`](Self::max_read_len),
+    /// the server's maximum block size; split larger writes). Durable only after
+    /// [`flush`](Self::flush).
+    pub async fn write(&self, offset: u64, data: Bytes) -> Result<(), NbdError> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        self.check_writable("write")?;
+        self.check_range("write", offset, len)?;
+        if len > self.max_read {
             return Err(NbdError::InvalidRequest(format!(
-                "read of {len} bytes at {offset} is not aligned to the server's block size {m}"
+                "write of {len} bytes exceeds the server's maximum of {} bytes; split it",
+                self.max_read
             )));
         }
-        self.conn.read(offset, len).await
+        self.check_aligned("write", offset, len)?;
+        self.conn.acked(CMD_WRITE, offset, len, Some(data)).await
+    }
+
+    /// Makes `[offset, offset + len)` read as zeros (`NBD_CMD_WRITE_ZEROES`; the
+    /// server may leave a hole). Split into requests of at most 1 GiB.
+    pub async fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), NbdError> {
+        self.check_writable("write zeroes")?;
+        if self.transmission_flags & FLAG_SEND_WRITE_ZEROES == 0 {
+            return Err(NbdError::Unsupported("NBD_CMD_WRITE_ZEROES".into()));
+        }
+        let end = offset.checked_add(len).filter(|&e| e <= self.size);
+        let Some(end) = end else {
+            return Err(NbdError::InvalidRequest(format!(
+                "write zeroes of {len} bytes at {offset} goes past the end of the {}-byte export",
+                self.size
+            )));
+        };
+        let mut cur = offset;
+        while cur < end {
+            let n = (end - cur).min(MAP_STEP) as u32;
+            self.check_aligned("write zeroes", cur, n)?;
+            self.conn.acked(CMD_WRITE_ZEROES, cur, n, None).await?;
+            cur += u64::from(n);
+        }
+        Ok(())
+    }
+
+    /// `NBD_CMD_FLUSH`: every write the server has acknowledged is on stable storage
+    /// when this returns.
+    pub async fn flush(&self) -> Result<(), NbdError> {
+        self.check_writable("flush")?;
+        if self.transmission_flags & FLAG_SEND_FLUSH == 0 {
+            return Err(NbdError::Unsupported("NBD_CMD_FLUSH".into()));
+        }
+        self.conn.acked(CMD_FLUSH, 0, 0, None).await
     }
 
     /// One `NBD_CMD_BLOCK_STATUS` for `context` over `[offset, offset + len)`. The
@@ -229,6 +277,27 @@ impl NbdClient {
     /// closes the socket without the courtesy.
     pub async fn disconnect(self) -> Result<(), NbdError> {
         self.conn.close().await
+    }
+
+    fn check_writable(&self, what: &str) -> Result<(), NbdError> {
+        if self.is_read_only() {
+            return Err(NbdError::InvalidRequest(format!(
+                "{what} on a read-only export"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_aligned(&self, what: &str, offset: u64, len: u32) -> Result<(), NbdError> {
+        let m = u64::from(self.min_block);
+        if !offset.is_multiple_of(m)
+            || (!u64::from(len).is_multiple_of(m) && offset + u64::from(len) != self.size)
+        {
+            return Err(NbdError::InvalidRequest(format!(
+                "{what} of {len} bytes at {offset} is not aligned to the server's block size {m}"
+            )));
+        }
+        Ok(())
     }
 
     fn check_range(&self, what: &str, offset: u64, len: u32) -> Result<(), NbdError> {

@@ -5,7 +5,7 @@
 //!  callers (&self) ── register cookie ──► pending map ◄── reader task ◄── socket read half
 //!        │                                              (demultiplexes replies and fills
 //!        │                                               each request's own buffer)
-//!        └── 28-byte request ──► channel ──► writer task ──► socket write half
+//!        └── 28-byte request (+ write data) ──► channel ──► writer task ──► socket write half
 //! ```
 //!
 //! Why a writer task rather than a lock around the write half: a caller whose future
@@ -35,14 +35,25 @@ use super::error::NbdError;
 use super::extents::BlockExtent;
 use super::pending::{Lost, Op, Pending, Shared};
 use super::replies::read_replies;
-use super::transmission::{self, CMD_BLOCK_STATUS, CMD_DISC, CMD_READ};
+use super::transmission::{
+    self, CMD_BLOCK_STATUS, CMD_DISC, CMD_READ, CMD_WRITE, CMD_WRITE_ZEROES,
+};
 
 /// How long `close` waits for the server to hang up after `NBD_CMD_DISC`.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
 
+/// A writer batch grows to about this size before it goes to the socket.
+const WRITE_BATCH: usize = 256 << 10;
+
 /// Big enough to batch small replies; large data chunks bypass it and are read
 /// straight into the request's buffer.
 const READ_BUFFER: usize = 256 << 10;
+
+/// One request as queued for the writer: the header, and a write's data.
+struct Request {
+    header: [u8; 28],
+    payload: Option<Bytes>,
+}
 
 pub(super) type ReadStream = Box<dyn AsyncRead + Send + Unpin>;
 pub(super) type WriteStream = Box<dyn AsyncWrite + Send + Unpin>;
@@ -50,7 +61,7 @@ pub(super) type WriteStream = Box<dyn AsyncWrite + Send + Unpin>;
 /// The running tasks of one connection, and the way to hand them requests.
 pub(super) struct Connection {
     shared: Arc<Shared>,
-    requests: mpsc::UnboundedSender<[u8; 28]>,
+    requests: mpsc::UnboundedSender<Request>,
     writer: JoinHandle<io::Result<()>>,
     reader: ReaderTask,
 }
@@ -101,9 +112,34 @@ impl Connection {
                 error: None,
                 op,
             },
+            None,
             rx,
         )
         .await
+    }
+
+    /// Sends a command answered by a bare acknowledgement (write, write-zeroes,
+    /// flush), with `payload` after the header for a write, and waits for it.
+    pub(super) async fn acked(
+        &self,
+        kind: u16,
+        offset: u64,
+        length: u32,
+        payload: Option<Bytes>,
+    ) -> Result<(), NbdError> {
+        let (tx, rx) = oneshot::channel();
+        let command = match kind {
+            CMD_WRITE => "write",
+            CMD_WRITE_ZEROES => "write zeroes",
+            _ => "flush",
+        };
+        let pending = Pending {
+            offset,
+            length,
+            error: None,
+            op: Op::Ack { command, tx },
+        };
+        self.submit(kind, pending, payload, rx).await
     }
 
     /// Sends a block-status request and waits for the extents of `context_id`.
@@ -125,13 +161,14 @@ impl Connection {
             error: None,
             op,
         };
-        self.submit(CMD_BLOCK_STATUS, pending, rx).await
+        self.submit(CMD_BLOCK_STATUS, pending, None, rx).await
     }
 
     async fn submit<T>(
         &self,
         kind: u16,
         pending: Pending,
+        payload: Option<Bytes>,
         rx: oneshot::Receiver<Result<T, NbdError>>,
     ) -> Result<T, NbdError> {
         let (offset, length) = (pending.offset, pending.length);
@@ -144,8 +181,8 @@ impl Connection {
             st.pending.insert(cookie, pending);
         }
         // Registered first, queued second, with no await in between: cancel-safe.
-        let request = transmission::encode_request(kind, cookie, offset, length);
-        if self.requests.send(request).is_err() {
+        let header = transmission::encode_request(kind, cookie, offset, length);
+        if self.requests.send(Request { header, payload }).is_err() {
             self.shared.lock().pending.remove(&cookie);
             let reason = "the request writer stopped".into();
             return Err(NbdError::ConnectionLost { reason });
@@ -166,7 +203,11 @@ impl Connection {
             mut reader,
         } = self;
         let cookie = shared.next_cookie();
-        let _ = requests.send(transmission::encode_request(CMD_DISC, cookie, 0, 0));
+        let header = transmission::encode_request(CMD_DISC, cookie, 0, 0);
+        let _ = requests.send(Request {
+            header,
+            payload: None,
+        });
         drop(requests); // the writer's cue to flush and shut down
         let written = writer.await;
         if let Some(handle) = reader.0.as_mut()
@@ -193,26 +234,47 @@ impl Connection {
 
 async fn write_requests(
     mut w: WriteStream,
-    mut rx: mpsc::UnboundedReceiver<[u8; 28]>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(28 * 64);
     while let Some(request) = rx.recv().await {
         batch.clear();
-        batch.extend_from_slice(&request);
-        while batch.len() < 28 * 256 {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
+        let mut next = Some(request);
+        // Headers and small payloads are copied into one write; a large payload
+        // goes out on its own after the batch before it, uncopied.
+        while let Some(Request { header, payload }) = next.take() {
+            batch.extend_from_slice(&header);
+            if let Some(p) = payload {
+                if p.len() < 64 << 10 {
+                    batch.extend_from_slice(&p);
+                } else {
+                    let sent = async {
+                        w.write_all(&batch).await?;
+                        w.write_all(&p).await
+                    };
+                    if let Err(e) = sent.await {
+                        return Err(writer_failed(&shared, e));
+                    }
+                    batch.clear();
+                }
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
         }
         if let Err(e) = w.write_all(&batch).await {
-            let lost = Lost::transport(format!("sending a request failed: {e}"));
-            shared.lock().lost.get_or_insert(lost);
-            shared.writer_failed.notify_one();
-            return Err(e);
+            return Err(writer_failed(&shared, e));
         }
     }
     // Every sender is gone: the client was dropped or disconnected.
     w.shutdown().await
+}
+
+/// Marks the connection lost after a failed send and wakes the reader.
+fn writer_failed(shared: &Shared, e: io::Error) -> io::Error {
+    let lost = Lost::transport(format!("sending a request failed: {e}"));
+    shared.lock().lost.get_or_insert(lost);
+    shared.writer_failed.notify_one();
+    e
 }

@@ -15,6 +15,7 @@ pub(crate) const REP_ERR_SHUTDOWN: u32 = REP_ERR + 7;
 
 /// Errno values on the wire (the spec fixes them; they are not the host's).
 pub(crate) const ESHUTDOWN: u32 = 108;
+pub(crate) const ENOSPC: u32 = 28;
 
 /// What went wrong talking to an NBD server.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,14 @@ impl NbdError {
     }
 }
 
+impl NbdError {
+    /// The server failed a command for lack of space (ENOSPC): the storage behind
+    /// the export is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, NbdError::Command { errno: ENOSPC, .. })
+    }
+}
+
 /// Human name of an NBD errno, for messages.
 pub(crate) fn errno_name(errno: u32) -> &'static str {
     match errno {
@@ -90,7 +99,7 @@ pub(crate) fn errno_name(errno: u32) -> &'static str {
         5 => "EIO (I/O error)",
         12 => "ENOMEM (out of memory)",
         22 => "EINVAL (invalid argument)",
-        28 => "ENOSPC (no space left)",
+        ENOSPC => "ENOSPC (no space left)",
         75 => "EOVERFLOW (value too large)",
         95 => "ENOTSUP (not supported)",
         ESHUTDOWN => "ESHUTDOWN (server shutting down)",

@@ -9,8 +9,9 @@
 //! The protocol is `doc/proto.md` of the NetworkBlockDevice/nbd project; this client
 //! speaks the subset a backup reader needs: fixed-newstyle negotiation,
 //! `NBD_OPT_STRUCTURED_REPLY`, `NBD_OPT_SET_META_CONTEXT`, `NBD_OPT_GO` (falling back to
-//! `NBD_OPT_EXPORT_NAME`), and the `READ`, `BLOCK_STATUS` and `DISC` commands. No TLS,
-//! no writes, no extended headers.
+//! `NBD_OPT_EXPORT_NAME`), and the `READ`, `BLOCK_STATUS` and `DISC` commands; plus
+//! `WRITE`, `WRITE_ZEROES` and `FLUSH` for the warm standby, which fills qcow2
+//! overlays through a writable `qemu-nbd`. No TLS, no extended headers.
 //!
 //! One [`NbdClient`] is one connection, shared by reference between tasks: every call
 //! takes `&self`, gets its own cookie, and many requests can be in flight at once

@@ -98,6 +98,11 @@ pub(super) enum Op {
         extents: Option<Vec<BlockExtent>>,
         tx: oneshot::Sender<Result<Vec<BlockExtent>, NbdError>>,
     },
+    /// Write, write-zeroes or flush: success is a bare acknowledgement.
+    Ack {
+        command: &'static str,
+        tx: oneshot::Sender<Result<(), NbdError>>,
+    },
 }
 
 impl Pending {
@@ -105,6 +110,7 @@ impl Pending {
         match self.op {
             Op::Read { .. } => "read",
             Op::Status { .. } => "block status",
+            Op::Ack { command, .. } => command,
         }
     }
 
@@ -113,6 +119,7 @@ impl Pending {
         match self.op {
             Op::Read { tx, .. } => drop(tx.send(Err(e))),
             Op::Status { tx, .. } => drop(tx.send(Err(e))),
+            Op::Ack { tx, .. } => drop(tx.send(Err(e))),
         }
     }
 
@@ -159,6 +166,7 @@ impl Pending {
                 };
                 drop(tx.send(result));
             }
+            Op::Ack { tx, .. } => drop(tx.send(error.map_or(Ok(()), Err))),
         }
     }
 }

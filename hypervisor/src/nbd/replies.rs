@@ -140,6 +140,7 @@ async fn simple_reply<R: AsyncRead + Unpin>(
             r.read_exact(buf).await.map_err(io_err)?;
             spans.push((0, length));
         }
+        Op::Ack { .. } => {}
         _ => {
             return Err(NbdError::Protocol(format!(
                 "simple success reply to a {command} request, which needs a structured reply"

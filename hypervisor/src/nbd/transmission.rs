@@ -20,10 +20,17 @@ const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 /// Transmission flag: the export is read-only.
 pub(crate) const FLAG_READ_ONLY: u16 = 1 << 1;
+/// Transmission flag: the server accepts `NBD_CMD_FLUSH`.
+pub(crate) const FLAG_SEND_FLUSH: u16 = 1 << 2;
+/// Transmission flag: the server accepts `NBD_CMD_WRITE_ZEROES`.
+pub(crate) const FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 
 // Commands.
 pub(crate) const CMD_READ: u16 = 0;
+pub(crate) const CMD_WRITE: u16 = 1;
 pub(crate) const CMD_DISC: u16 = 2;
+pub(crate) const CMD_FLUSH: u16 = 3;
+pub(crate) const CMD_WRITE_ZEROES: u16 = 6;
 pub(crate) const CMD_BLOCK_STATUS: u16 = 7;
 
 // Structured reply chunk types and flags.
@@ -35,7 +42,7 @@ pub(crate) const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
 pub(crate) const REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
 pub(crate) const REPLY_TYPE_ERROR_OFFSET: u16 = REPLY_TYPE_ERROR_BIT + 2;
 
-/// Encodes one transmission request header (no payload: this client never writes).
+/// Encodes one transmission request header (a write's payload follows it on the wire).
 pub(crate) fn encode_request(kind: u16, cookie: u64, offset: u64, length: u32) -> [u8; 28] {
     let mut b = [0u8; 28];
     b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
