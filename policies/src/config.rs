@@ -9,6 +9,8 @@
 //! immutability = "30d"
 //! password_file = "/etc/lifeboat/onsite.pass"
 //! prune_schedule = "0 12 * * 0"      # optional; in `timezone` (default UTC)
+//! # standby_dir = "/var/lib/lifeboat/standby"   # optional warm standby disks (see
+//! # standby_schedule = "*/15 * * * *"           # `standby`): on the secondary's daemon
 //!
 //! [[group]]
 //! name = "prod"
@@ -107,6 +109,8 @@ pub struct RepositoryConfig {
     /// When the daemon runs `lifeboat prune` on this repository (in the repository's
     /// `timezone`, UTC by default); never if unset.
     pub prune_schedule: Option<Schedule>,
+    /// Warm standby disks the daemon keeps from this repository, if configured.
+    pub standby: Option<standby::Standby>,
 }
 
 /// A protection group: VMs backed up together on one schedule into one repository.
@@ -153,6 +157,7 @@ mod daemon;
 mod disks;
 mod raw;
 pub mod replication;
+pub mod standby;
 mod validator;
 
 use raw::{RawConfig, RawGroup, RawRetention};
@@ -227,12 +232,14 @@ impl Validator<'_> {
                 .password_file
                 .as_ref()
                 .and_then(|f| self.absolute_path(f, "repository.password_file", &ctx));
+            let standby = self.standby(&r, timezone, &ctx);
             repositories.push(RepositoryConfig {
                 name: r.name.into_inner(),
                 url: r.url.into_inner(),
                 immutability,
                 password_file,
                 prune_schedule,
+                standby,
             });
         }
         let mut group_names = HashMap::new();

@@ -1,5 +1,5 @@
 //! What each kind of job runs: the child's command line (`lifeboat backup …`,
-//! `forget --group …`, `prune`, `replicate --from … --to …`) and the key that keeps
+//! `forget --group …`, `prune`, `replicate --from … --to …`, `standby sync`) and the key that keeps
 //! two of the same (a disk's backups, a group's forgets, a repository's prunes, a
 //! pair's replications) from running at once.
 
@@ -120,6 +120,32 @@ impl Builder {
             exclusive: format!("prune {}", repo.name),
             args,
         }
+    }
+
+    /// `standby sync` of the repository's warm standby disks (every VM it holds).
+    pub fn standby(&self, repo: &RepositoryConfig) -> Option<JobCommand> {
+        let standby = repo.standby.as_ref()?;
+        let mut args = self.global_args(repo);
+        args.extend([
+            "standby".into(),
+            "sync".into(),
+            "--dir".into(),
+            standby.dir.clone().into_os_string(),
+            "--keep".into(),
+            standby.keep.to_string().into(),
+        ]);
+        Some(JobCommand {
+            key: JobKey {
+                kind: "standby",
+                group: None,
+                repository: repo.name.clone(),
+                source: None,
+                vm: None,
+                disk: None,
+            },
+            exclusive: format!("standby {}", repo.name),
+            args,
+        })
     }
 
     /// `replicate` of replication `r`: both repositories' passphrase files (without

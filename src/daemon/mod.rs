@@ -76,6 +76,7 @@ enum Timer {
     Forget(usize),
     Prune(usize),
     Replicate(usize),
+    Standby(usize),
 }
 
 /// Runs the schedules of `config` (read from `config_path`, which forget jobs read
@@ -294,11 +295,12 @@ fn check_passwords(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// A repository some job opens: a group's, or either end of a replication (whose
-/// child may also take LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD).
+/// A repository some job opens: a group's, one with a standby, or either end of a
+/// replication (whose child may also take LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD).
 fn used(config: &Config, repo: &str) -> bool {
     let env = |name| std::env::var_os(name).is_some_and(|p| !p.is_empty());
     config.groups.iter().any(|g| g.repository == repo)
+        || config.repository(repo).is_some_and(|r| r.standby.is_some())
         || config.replications.iter().any(|r| {
             (r.from == repo && !env("LIFEBOAT_FROM_PASSWORD"))
                 || (r.to == repo && !env("LIFEBOAT_TO_PASSWORD"))
@@ -315,6 +317,9 @@ fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
     for (i, r) in config.repositories.iter().enumerate() {
         if let Some(s) = &r.prune_schedule {
             out.push((Timer::Prune(i), s.clone()));
+        }
+        if let Some(standby) = &r.standby {
+            out.push((Timer::Standby(i), standby.schedule.clone()));
         }
     }
     for (i, r) in config.replications.iter().enumerate() {
@@ -349,6 +354,11 @@ async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<
             }
         }
         Timer::Prune(ri) => submit(ctx, w.prune(&config.repositories[ri]), jobs).await,
+        Timer::Standby(ri) => {
+            if let Some(command) = w.standby(&config.repositories[ri]) {
+                submit(ctx, command, jobs).await;
+            }
+        }
         Timer::Replicate(ri) => {
             jobs.spawn(replicate(ctx.clone(), ri));
         }

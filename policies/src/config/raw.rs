@@ -52,6 +52,9 @@ pub(super) struct RawRepository {
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) timezone: Option<Spanned<String>>,
     pub(super) prune_schedule: Option<Spanned<String>>,
+    pub(super) standby_dir: Option<Spanned<String>>,
+    pub(super) standby_keep: Option<Spanned<i64>>,
+    pub(super) standby_schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
