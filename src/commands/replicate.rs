@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use lifeboat_replicator::{ReplicateReport, ReplicateRequest, replicate};
+use lifeboat_replicator::{ReplicateReport, ReplicateRequest, Side, replicate};
 use lifeboat_store::{Backend, Progress, Repository, StoreError};
 
 use crate::args::{GlobalArgs, ReplicateArgs};
@@ -100,25 +100,10 @@ fn selected_vms(a: &ReplicateArgs) -> Result<Vec<String>> {
     Ok(vms)
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    Source,
-    Destination,
-}
-
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Destination => "destination",
-        }
-    }
-}
-
 async fn side_backend(g: &GlobalArgs, address: &str, side: Side) -> Result<Arc<dyn Backend>> {
     let (backend, _) = backend_at(g, address)
         .await
-        .with_context(|| format!("{} repository {address}", side.name()))?;
+        .with_context(|| format!("{side} repository {address}"))?;
     Ok(backend)
 }
 
@@ -130,7 +115,7 @@ async fn open_side(
     pass: &str,
     side: Side,
 ) -> Result<Arc<Repository>> {
-    let what = side.name();
+    let what = side.to_string();
     let flags = match side {
         Side::Source => "--from-password-file / LIFEBOAT_FROM_PASSWORD",
         Side::Destination => "--to-password-file / LIFEBOAT_TO_PASSWORD",
