@@ -266,6 +266,11 @@ pub struct BackupArgs {
     /// even if the pre hook or the snapshot failed
     #[arg(long, value_name = "CMD", requires = "qmp")]
     pub post_hook: Option<String>,
+    /// The VM's definition to record with the disk, so a drill or failover boots it as
+    /// it ran: Lifeboat's JSON or a libvirt domain XML (`virsh dumpxml`). With --qmp
+    /// and no --definition, it is read from the running VM
+    #[arg(long, value_name = "FILE")]
+    pub definition: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

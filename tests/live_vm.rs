@@ -75,6 +75,31 @@ fn assert_restores(repo: &TestRepo, snapshot: &str, regions: &[(usize, usize, u8
     }
 }
 
+/// A live backup given no --definition records the running VM's, read over QMP: what
+/// a drill needs to boot the disk as it ran.
+fn assert_definition_read_over_qmp(snapshot: &serde_json::Value) {
+    let d = &snapshot["vm_definition"];
+    assert_eq!(d["source"], "qmp", "{snapshot}");
+    assert_eq!(
+        (d["cpus"].as_u64(), d["memory_mib"].as_u64()),
+        (Some(1), Some(64)),
+        "{d}"
+    );
+    assert_eq!(d["firmware"], "bios", "{d}");
+    assert!(
+        d["machine"].as_str().unwrap().starts_with("pc-i440fx"),
+        "{d}"
+    );
+    assert_eq!(
+        d["disks"],
+        serde_json::json!([{"name": snapshot["disk"], "bus": "virtio"}])
+    );
+    assert_eq!(
+        d["nics"],
+        serde_json::json!([{"mac": support::vm::NIC_MAC, "network": "prod-lan", "model": "e1000"}])
+    );
+}
+
 fn wait_for(path: &Path, stop: &AtomicBool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !path.exists() {
@@ -151,6 +176,7 @@ fn live_point_in_time(init_options: &[&str]) {
         "the guest wrote during the backup"
     );
     assert_eq!(first["mode"], "scan", "{first}");
+    assert_definition_read_over_qmp(&first["snapshot"]);
     assert_clean(&vm, &nodes, 1);
     let first_id = first["snapshot"]["id"].as_str().unwrap().to_string();
     assert_restores(&repo, &first_id, &[(0, DATA_MIB * MIB, P1)]);

@@ -12,9 +12,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lifeboat_store::format::vm_definition::VmDefinition;
 use lifeboat_store::{Progress, Repository};
 
 use crate::cbt::{self, PreparedDisk};
+use crate::definition::capture_from_qmp;
 use crate::error::BackupError;
 use crate::live::{Hooks, LiveDisk, prepare_live};
 use crate::pipeline::run_backup;
@@ -48,6 +50,8 @@ pub struct DiskBackupRequest {
     pub workers: usize,
     /// Pack uploads in flight at once.
     pub upload_concurrency: usize,
+    /// The VM's definition; for a live backup without one, it is read over QMP.
+    pub definition: Option<VmDefinition>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +162,12 @@ where
         tags,
         workers,
         upload_concurrency,
+        definition,
     } = request;
+    let definition = match (definition, &input) {
+        (None, DiskInput::Live { qmp, drive, .. }) => live_definition(qmp, drive, &disk).await,
+        (definition, _) => definition,
+    };
     let (repo, prepared) = match &input {
         DiskInput::Live { qmp, drive, hooks } => {
             let repo = repository.await?;
@@ -183,6 +192,7 @@ where
         tags,
         workers,
         upload_concurrency,
+        definition,
     };
     Ok(PreparedBackup {
         repo,
@@ -242,6 +252,20 @@ impl PreparedBackup {
                 prepared.failed().await;
                 Err(e.into())
             }
+        }
+    }
+}
+
+/// The running VM's definition; a failure to read it costs the snapshot its
+/// definition (a recovery then boots on defaults and says so), not the backup.
+async fn live_definition(qmp: &Path, drive: &str, disk: &str) -> Option<VmDefinition> {
+    match capture_from_qmp(qmp, drive, disk).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the VM definition over QMP ({e}); the snapshot records none"
+            );
+            None
         }
     }
 }

@@ -10,6 +10,7 @@
 //! size: roughly (workers × 2 chunks) + (uploads in flight + 1) packs.
 
 pub mod cbt;
+pub mod definition;
 pub mod disk_backup;
 mod error;
 pub mod fixed;

@@ -105,6 +105,7 @@ fn snapshot_meta(req: &BackupRequest, size: u64, time: String) -> SnapshotMeta {
         cbt_bitmap: req.cbt_bitmap.clone(),
         lifeboat_version: env!("CARGO_PKG_VERSION").to_string(),
         replicated_from: None,
+        vm_definition: req.definition.clone(),
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use lifeboat_store::SnapshotSummary;
 use lifeboat_store::format::manifest::Extent;
+use lifeboat_store::format::vm_definition::VmDefinition;
 use serde::Serialize;
 
 use crate::source::DiskSource;
@@ -22,6 +23,8 @@ pub struct BackupRequest {
     pub workers: usize,
     /// Pack uploads in flight at once.
     pub upload_concurrency: usize,
+    /// The VM's definition, recorded in the snapshot (FORMAT.md §16).
+    pub definition: Option<VmDefinition>,
 }
 
 /// How much of the disk a backup reads.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lifeboat_backup::BackupReport;
 use lifeboat_backup::cbt::is_nbd_uri;
+use lifeboat_backup::definition::load_definition_file;
 use lifeboat_backup::disk_backup::{DiskBackupRequest, DiskInput, prepare_disk_backup};
 use lifeboat_backup::live::Hooks;
 use lifeboat_store::Progress;
@@ -48,7 +49,7 @@ fn request(a: BackupArgs) -> Result<DiskBackupRequest> {
         (None, None, Some(drive)) => drive.clone(),
         (None, None, None) => bail!("pass a disk image, or --qmp and --drive"),
     };
-    let input = match (a.qmp, a.drive, a.image) {
+    let input = match (a.qmp, a.drive, a.image.clone()) {
         (Some(qmp), Some(drive), _) => DiskInput::Live {
             qmp,
             drive,
@@ -64,7 +65,18 @@ fn request(a: BackupArgs) -> Result<DiskBackupRequest> {
         (_, _, Some(image)) => DiskInput::Image(image),
         _ => bail!("pass a disk image, or --qmp and --drive"),
     };
+    let definition = match &a.definition {
+        Some(path) => {
+            let image = a.image.as_deref().filter(|_| !is_nbd);
+            Some(load_definition_file(
+                path,
+                image.map(|i| (i, disk.as_str())),
+            )?)
+        }
+        None => None,
+    };
     Ok(DiskBackupRequest {
+        definition,
         vm: a.vm,
         disk,
         input,

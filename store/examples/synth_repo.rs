@@ -112,5 +112,6 @@ fn synthetic_meta(s: u64, size: u64) -> SnapshotMeta {
         cbt_bitmap: None,
         lifeboat_version: "bench".into(),
         replicated_from: None,
+        vm_definition: None,
     }
 }

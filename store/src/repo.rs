@@ -37,6 +37,10 @@ impl SnapshotSummary {
     }
 }
 
+/// blake3 `derive_key` context of [`Repository::evidence_key`]; never reused for
+/// another key.
+const EVIDENCE_KEY_CONTEXT: &str = "lifeboat 2026-12 drill evidence signing key";
+
 #[derive(Debug)]
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -154,6 +158,13 @@ impl Repository {
 
     pub(crate) fn master(&self) -> &MasterKey {
         &self.master
+    }
+
+    /// The key that signs drill and failover evidence kept with this repository
+    /// (FORMAT.md §17): derived from the master key, so only a holder of a passphrase
+    /// can write a report that verifies, and it never leaves this process.
+    pub fn evidence_key(&self) -> [u8; 32] {
+        blake3::derive_key(EVIDENCE_KEY_CONTEXT, self.master.as_bytes())
     }
 
     /// The key slot this session was unlocked with.

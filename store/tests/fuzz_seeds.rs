@@ -76,6 +76,7 @@ fn generate() -> Vec<(&'static str, String, Vec<u8>)> {
             cbt_bitmap: Some("lifeboat-0011223344556677".into()),
             lifeboat_version: "0.1.0".into(),
             replicated_from: None,
+            vm_definition: None,
         },
         extents,
     };

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 /// Block node name of the data disk's qcow2 layer (where the bitmaps live).
 pub const NODE: &str = "disk0";
+/// The MAC of the test VM's one NIC.
+pub const NIC_MAC: &str = "52:54:00:aa:bb:cc";
 /// QOM path of the virtio-blk backend: `qemu-io -d` writes through its BlockBackend.
 const DEVICE: &str = "/machine/peripheral/vdisk0/virtio-backend";
 
@@ -93,6 +95,12 @@ impl Vm {
                 &format!("driver=qcow2,file=disk0-file,node-name={NODE}"),
             ])
             .args(["-device", &format!("virtio-blk-pci,drive={NODE},id=vdisk0")])
+            // A NIC, so the definition a live backup records has one to report.
+            .args(["-netdev", "user,id=prod-lan,restrict=on"])
+            .args([
+                "-device",
+                &format!("e1000,netdev=prod-lan,mac={NIC_MAC},id=nic0"),
+            ])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
             .arg("-qmp")

@@ -127,6 +127,7 @@ mod tests {
                 cbt_bitmap: None,
                 lifeboat_version: String::new(),
                 replicated_from: None,
+                vm_definition: None,
             },
             extents,
         }

@@ -35,7 +35,8 @@ pub enum StandbyError {
     )]
     NoSpace { dir: PathBuf, what: String },
     #[error(
-        "another `standby sync` is updating {}; wait for it to finish", dir.display()
+        "{} is in use: another `standby sync` is updating it, or a drill or failover is \
+         booting from its points; wait for that to finish", dir.display()
     )]
     Locked { dir: PathBuf },
     #[error("{context} {}: {source}", path.display())]

@@ -166,6 +166,61 @@ impl DiskDir {
     }
 }
 
+/// A disk's kept points, held for reading: while the value lives no `standby sync`
+/// can fold or remove them (it takes the same lock exclusively and reports
+/// [`StandbyError::Locked`]), so a VM booted on an overlay of a point keeps a stable
+/// backing chain.
+pub struct HeldPoints {
+    /// The disk's directory: a point's image is `dir.join(&point.file)`.
+    pub dir: PathBuf,
+    /// Usable points, oldest first (a point being folded away is left out).
+    pub points: Vec<Point>,
+    _lock: File,
+}
+
+impl HeldPoints {
+    /// The image that reads as `snapshot`, if it is a kept point.
+    pub fn image_of(&self, snapshot: &str) -> Option<PathBuf> {
+        self.points
+            .iter()
+            .find(|p| p.snapshot == snapshot)
+            .map(|p| self.dir.join(&p.file))
+    }
+}
+
+/// Holds the kept points of `root/<vm>/<disk>` for reading; `None` when the disk has
+/// no standby directory.
+pub fn hold_points(root: &Path, vm: &str, disk: &str) -> Result<Option<HeldPoints>, StandbyError> {
+    let path = root.join(path_part(vm)).join(path_part(disk));
+    let lock_path = path.join(LOCK_FILE);
+    let lock = match File::open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StandbyError::io("cannot open", lock_path, e)),
+    };
+    match lock.try_lock_shared() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(StandbyError::Locked { dir: path }),
+        Err(TryLockError::Error(e)) => return Err(StandbyError::io("cannot lock", lock_path, e)),
+    }
+    // Read under the lock through the same checks a sync uses; `DiskDir` itself
+    // would take the lock exclusively.
+    let reader = DiskDir {
+        path: path.clone(),
+        vm: vm.to_string(),
+        disk: disk.to_string(),
+        _lock: lock
+            .try_clone()
+            .map_err(|e| StandbyError::io("cannot lock", &lock_path, e))?,
+    };
+    let points = reader.load()?.into_iter().filter(|p| !p.merging).collect();
+    Ok(Some(HeldPoints {
+        dir: path,
+        points,
+        _lock: lock,
+    }))
+}
+
 /// fsyncs one file (an image qemu wrote), so a rename after it cannot expose
 /// unwritten data after a crash.
 pub(crate) fn sync_file(path: &Path) -> Result<(), StandbyError> {

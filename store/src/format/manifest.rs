@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::vm_definition::VmDefinition;
 use super::wire::{DecodeError, Reader, Writer};
 use crate::crypto::ChunkId;
 
@@ -67,6 +68,11 @@ pub struct SnapshotMeta {
     /// uses it to know which source snapshots the destination already holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicated_from: Option<ReplicatedFrom>,
+    /// The VM's definition when this disk was backed up (FORMAT.md §16), so that a
+    /// recovery boots it as it ran; `None` in snapshots made before definitions were
+    /// recorded, or when nothing described the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_definition: Option<VmDefinition>,
 }
 
 /// The origin of a replicated snapshot (FORMAT.md §15).
@@ -175,6 +181,7 @@ mod tests {
                 cbt_bitmap: None,
                 lifeboat_version: "0.1.0".into(),
                 replicated_from: None,
+                vm_definition: None,
             },
             extents: vec![
                 Extent::Chunk {

@@ -20,6 +20,7 @@ pub mod gc;
 pub mod index;
 pub mod manifest;
 pub mod pack;
+pub mod vm_definition;
 pub mod wire;
 
 use crate::crypto::ChunkId;

@@ -61,6 +61,7 @@ pub fn manifest(vm: &str, chunks: &[(ChunkId, u32)]) -> Manifest {
             cbt_bitmap: None,
             lifeboat_version: "test".into(),
             replicated_from: None,
+            vm_definition: None,
         },
         extents: chunks
             .iter()
