@@ -56,6 +56,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use daemon::{DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR, DaemonSettings, parse_listen};
+pub use hardware::{DiskBus, Firmware, Nic, VmHardware, parse_mac, parse_memory};
+pub use health::{DEFAULT_BOOT_TIMEOUT, HealthSpec, PlanVm};
+pub use network::{Network, NetworkKind};
+pub use plan::Plan;
 pub use replication::{ReplicatedVm, Replication, parse_rate};
 pub use validator::{ConfigError, Problem};
 
@@ -74,6 +78,10 @@ pub struct Config {
     pub replications: Vec<Replication>,
     /// The `[daemon]` table; defaults when absent.
     pub daemon: DaemonSettings,
+    /// `[[network]]` tables: networks of the secondary cluster, in file order.
+    pub networks: Vec<Network>,
+    /// `[[plan]]` tables: recovery plans, in file order.
+    pub plans: Vec<Plan>,
 }
 
 impl Config {
@@ -83,6 +91,14 @@ impl Config {
 
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
     }
 
     /// The replications that copy VM `vm` of group `group`.
@@ -132,7 +148,10 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
     pub name: String,
+    /// In boot order (file order).
     pub disks: Vec<Disk>,
+    /// How to boot it (defaults when the table has no hardware keys).
+    pub hardware: VmHardware,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +159,7 @@ pub struct Disk {
     /// As recorded in snapshots: given, or the image's file stem, or the drive name.
     pub name: String,
     pub source: DiskSource,
+    pub bus: DiskBus,
 }
 
 /// Where a disk is read from: exactly one per disk.
@@ -155,11 +175,16 @@ pub enum DiskSource {
 
 mod daemon;
 mod disks;
+mod hardware;
+mod health;
+mod network;
+pub mod plan;
 mod raw;
 pub mod replication;
 pub mod standby;
 mod validator;
 
+use plan::NetworkView;
 use raw::{RawConfig, RawGroup, RawRetention};
 use replication::{GroupView, RepoView};
 use validator::Validator;
@@ -270,11 +295,25 @@ impl Validator<'_> {
             Some(d) => self.daemon(d),
             None => DaemonSettings::default(),
         };
+        let networks = self.networks(&raw.network);
+        // Every named network, valid or not: a mistake in a [[network]] is reported
+        // there, not again in each plan mapping onto it.
+        let network_views: Vec<NetworkView> = raw
+            .network
+            .iter()
+            .map(|n| NetworkView {
+                name: n.get_ref().name.get_ref(),
+                isolated: n.get_ref().isolated.as_ref().is_some_and(|i| *i.get_ref()),
+            })
+            .collect();
+        let plans = self.plans(&raw.plan, &repositories, &network_views, &daemon.state_dir);
         Config {
             repositories,
             groups,
             replications,
             daemon,
+            networks,
+            plans,
         }
     }
 
