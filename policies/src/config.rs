@@ -23,12 +23,24 @@
 //!
 //! [[group.vm]]
 //! name = "web01"
-//! [[group.vm.disk]]
+//! # Hardware, all optional (see [`VmHardware`]): how a drill boots a VM
+//! # backed up from image files.
+//! firmware = "uefi"                 # "bios" (default) or "uefi"
+//! cpus = 2                          # default 1
+//! memory = "2GiB"                   # B, KiB, MiB, GiB, TiB; default 1GiB, at least 16MiB
+//! machine = "q35"                   # default: the hypervisor's
+//! libvirt_xml = "/etc/libvirt/qemu/web01.xml"   # where its domain definition is kept
+//! [[group.vm.disk]]                 # disks boot in file order
 //! image = "/var/lib/libvirt/images/web01.qcow2"
+//! bus = "virtio"                    # "virtio" (default), "ide", "sata" or "scsi"
 //! [[group.vm.disk]]
 //! name = "data"
 //! qmp = "/run/qemu/web01.qmp"
 //! drive = "drive-virtio1"
+//! [[group.vm.nic]]
+//! mac = "52:54:00:12:34:56"         # optional
+//! network = "prod-lan"              # required: the production network
+//! model = "virtio-net-pci"          # default
 //!
 //! [[repository]]
 //! name = "dr-site"                  # made with `lifeboat init --replica-of <onsite url>`
@@ -42,7 +54,44 @@
 //! after_backup = true               # and/or schedule = "0 */6 * * *" (+ timezone)
 //! limit_rate = "50MiB/s"
 //! replication_rpo = "28h"           # newest point on `to` at most this old
+//!
+//! [[network]]                       # the secondary cluster's networks (see [`Network`])
+//! name = "dr-lan"
+//! kind = "bridge"                   # "bridge" (+ bridge), "tap" (+ tap = "tap0"), "user" (NAT)
+//! bridge = "br-dr"
+//! [[network]]
+//! name = "drill-isolated"
+//! kind = "user"
+//! isolated = true                   # no route out; required for a plan's test network
+//!
+//! [[plan]]                          # a recovery plan (see [`plan`] for every key)
+//! name = "erp"
+//! repository = "dr-site"            # the (replica) repository recovered from
+//! standby = true                    # boot from its warm standby disks when present
+//! rto = "15m"                       # target: command to last VM healthy
+//! drill_schedule = "0 2 1 */3 *"    # optional, in `timezone` (default UTC)
+//! timezone = "Europe/Berlin"
+//! overlay_dir = "/var/lib/lifeboat/drills"   # default <state_dir>/drills
+//! pre_script = "/etc/lifeboat/erp-pre.sh"    # before the first boot group
+//! post_script = "/etc/lifeboat/erp-post.sh"  # after the last group is healthy
+//! [plan.network_map]                # production network -> failover network
+//! "prod-lan" = "dr-lan"
+//! [plan.test_network_map]           # production network -> drill network; isolated only
+//! "prod-lan" = "drill-isolated"
+//! [[plan.boot_group]]               # in order: the next starts once all of these are healthy
+//! vms = ["db01"]
+//! [[plan.boot_group]]
+//! vms = ["app01", "web01"]
+//! [[plan.vm]]                       # optional per-VM overrides and health check
+//! name = "db01"
+//! cpus = 4
+//! memory = "8GiB"
+//! timeout = "5m"                    # boot timeout (default 10m)
+//! health = { console = "login:", tcp = 5432, guest_agent = false }
 //! ```
+//!
+//! A plan's VMs need not be in a `[[group]]` of the same file: the secondary site's
+//! configuration may hold only repositories, networks and plans.
 //!
 //! An optional `[daemon]` table holds the daemon's own settings (see [`DaemonSettings`]).
 //!
@@ -56,6 +105,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use daemon::{DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR, DaemonSettings, parse_listen};
+pub use hardware::{DiskBus, Firmware, Nic, VmHardware, parse_mac, parse_memory};
+pub use health::{DEFAULT_BOOT_TIMEOUT, HealthSpec, PlanVm};
+pub use network::{Network, NetworkKind};
+pub use plan::Plan;
 pub use replication::{ReplicatedVm, Replication, parse_rate};
 pub use validator::{ConfigError, Problem};
 
@@ -74,6 +127,10 @@ pub struct Config {
     pub replications: Vec<Replication>,
     /// The `[daemon]` table; defaults when absent.
     pub daemon: DaemonSettings,
+    /// `[[network]]` tables: networks of the secondary cluster, in file order.
+    pub networks: Vec<Network>,
+    /// `[[plan]]` tables: recovery plans, in file order.
+    pub plans: Vec<Plan>,
 }
 
 impl Config {
@@ -83,6 +140,14 @@ impl Config {
 
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
     }
 
     /// The replications that copy VM `vm` of group `group`.
@@ -132,7 +197,10 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
     pub name: String,
+    /// In boot order (file order).
     pub disks: Vec<Disk>,
+    /// How to boot it (defaults when the table has no hardware keys).
+    pub hardware: VmHardware,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +208,7 @@ pub struct Disk {
     /// As recorded in snapshots: given, or the image's file stem, or the drive name.
     pub name: String,
     pub source: DiskSource,
+    pub bus: DiskBus,
 }
 
 /// Where a disk is read from: exactly one per disk.
@@ -155,11 +224,16 @@ pub enum DiskSource {
 
 mod daemon;
 mod disks;
+pub mod hardware;
+mod health;
+mod network;
+pub mod plan;
 mod raw;
 pub mod replication;
 pub mod standby;
 mod validator;
 
+use plan::NetworkView;
 use raw::{RawConfig, RawGroup, RawRetention};
 use replication::{GroupView, RepoView};
 use validator::Validator;
@@ -270,11 +344,25 @@ impl Validator<'_> {
             Some(d) => self.daemon(d),
             None => DaemonSettings::default(),
         };
+        let networks = self.networks(&raw.network);
+        // Every named network, valid or not: a mistake in a [[network]] is reported
+        // there, not again in each plan mapping onto it.
+        let network_views: Vec<NetworkView> = raw
+            .network
+            .iter()
+            .map(|n| NetworkView {
+                name: n.get_ref().name.get_ref(),
+                isolated: n.get_ref().isolated.as_ref().is_some_and(|i| *i.get_ref()),
+            })
+            .collect();
+        let plans = self.plans(&raw.plan, &repositories, &network_views, &daemon.state_dir);
         Config {
             repositories,
             groups,
             replications,
             daemon,
+            networks,
+            plans,
         }
     }
 

@@ -7,6 +7,7 @@
 //! against hand-computed tables, and lets the CLI, the daemon and `status` share them.
 
 pub mod config;
+pub mod drill;
 pub mod duration;
 pub mod lag;
 pub mod retention;
@@ -16,6 +17,7 @@ pub mod status;
 
 pub use chrono_tz::Tz;
 pub use config::{Config, ConfigError, DaemonSettings, parse_config};
+pub use drill::{DrillAssessment, DrillState, LastDrill, assess_drill};
 pub use duration::{format_duration, parse_duration};
 pub use retention::{Decision, Retention, Scope, SnapshotRef, apply_retention, group_by_disk};
 pub use rpo::{RpoAssessment, RpoInput, RpoState, assess_rpo};

@@ -36,9 +36,11 @@ impl Validator<'_> {
                 disks.push(disk);
             }
         }
+        let hardware = self.hardware(raw, &ctx);
         Vm {
             name: raw.name.get_ref().clone(),
             disks,
+            hardware,
         }
     }
 
@@ -112,6 +114,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        Some(Disk { name, source })
+        let bus = self.disk_bus(&raw.bus, ctx);
+        Some(Disk { name, source, bus })
     }
 }

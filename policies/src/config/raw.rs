@@ -2,6 +2,8 @@
 //! point at the line that is wrong. `deny_unknown_fields` everywhere, because a
 //! misspelt `keep_dialy` silently ignored would forget snapshots.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -15,6 +17,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) replication: Vec<Spanned<RawReplication>>,
     pub(super) daemon: Option<RawDaemon>,
+    #[serde(default)]
+    pub(super) network: Vec<Spanned<RawNetwork>>,
+    #[serde(default)]
+    pub(super) plan: Vec<Spanned<RawPlan>>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +101,21 @@ pub(super) struct RawVm {
     pub(super) name: Spanned<String>,
     #[serde(default)]
     pub(super) disk: Vec<Spanned<RawDisk>>,
+    pub(super) firmware: Option<Spanned<String>>,
+    pub(super) cpus: Option<Spanned<i64>>,
+    pub(super) memory: Option<Spanned<String>>,
+    pub(super) machine: Option<Spanned<String>>,
+    pub(super) libvirt_xml: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) nic: Vec<Spanned<RawNic>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNic {
+    pub(super) mac: Option<Spanned<String>>,
+    pub(super) network: Spanned<String>,
+    pub(super) model: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -105,4 +126,62 @@ pub(super) struct RawDisk {
     pub(super) qmp: Option<Spanned<String>>,
     pub(super) drive: Option<Spanned<String>>,
     pub(super) nbd: Option<Spanned<String>>,
+    pub(super) bus: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    pub(super) name: Spanned<String>,
+    pub(super) kind: Spanned<String>,
+    pub(super) bridge: Option<Spanned<String>>,
+    pub(super) tap: Option<Spanned<String>>,
+    pub(super) isolated: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlan {
+    pub(super) name: Spanned<String>,
+    pub(super) repository: Spanned<String>,
+    pub(super) standby: Option<Spanned<bool>>,
+    pub(super) rto: Spanned<String>,
+    pub(super) drill_schedule: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+    pub(super) overlay_dir: Option<Spanned<String>>,
+    pub(super) pre_script: Option<Spanned<String>>,
+    pub(super) post_script: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) network_map: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(super) test_network_map: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub(super) boot_group: Vec<Spanned<RawBootGroup>>,
+    #[serde(default)]
+    pub(super) vm: Vec<Spanned<RawPlanVm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBootGroup {
+    pub(super) vms: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlanVm {
+    pub(super) name: Spanned<String>,
+    pub(super) cpus: Option<Spanned<i64>>,
+    pub(super) memory: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) health: Option<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub(super) console: Option<Spanned<String>>,
+    pub(super) tcp: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) guest_agent: bool,
 }
