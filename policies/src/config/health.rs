@@ -10,7 +10,7 @@
 //! health = { console = "login:", tcp = 5432, guest_agent = false }
 //! ```
 
-use regex_lite::Regex;
+use regex::Regex;
 use toml::Spanned;
 
 use super::raw::RawPlanVm;
