@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod drill;
 mod replicate;
 
+pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
 pub use replicate::{ReplicateArgs, SourcePassword};
 
 /// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
@@ -84,6 +86,9 @@ pub enum Command {
     /// Warm standby disks: qcow2 images kept at the newest recovery points, ready to boot
     #[command(subcommand)]
     Standby(StandbyCommand),
+    /// Test failover: boot a recovery plan's VMs on this site in an isolated network,
+    /// prove they come up, keep signed evidence (`drill history --verify`)
+    Drill(DrillArgs),
 }
 
 /// Shown by `lifeboat status --help`; README says the same.

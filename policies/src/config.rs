@@ -71,7 +71,7 @@
 //! rto = "15m"                       # target: command to last VM healthy
 //! drill_schedule = "0 2 1 */3 *"    # optional, in `timezone` (default UTC)
 //! timezone = "Europe/Berlin"
-//! overlay_dir = "/var/lib/lifeboat/drills"   # default <state_dir>/drills
+//! overlay_dir = "/var/lib/lifeboat/overlays" # default <state_dir>/overlays
 //! pre_script = "/etc/lifeboat/erp-pre.sh"    # before the first boot group
 //! post_script = "/etc/lifeboat/erp-post.sh"  # after the last group is healthy
 //! [plan.network_map]                # production network -> failover network

@@ -178,7 +178,7 @@ fn a_full_file_with_hardware_networks_and_plans_is_read_completely() {
     let m = c.plan("minimal").unwrap();
     assert!(m.standby, "standby defaults to true");
     assert!(m.drill_schedule.is_none());
-    assert_eq!(m.overlay_dir, PathBuf::from("/var/lib/lifeboat/drills"));
+    assert_eq!(m.overlay_dir, PathBuf::from("/var/lib/lifeboat/overlays"));
     assert!(m.network_map.is_empty() && m.vms.is_empty());
     assert!(c.plan("nope").is_none());
 }
@@ -188,7 +188,7 @@ fn overlay_dir_defaults_under_the_daemons_state_dir() {
     let text = "[daemon]\nstate_dir = \"/srv/lb\"\n[[repository]]\nname = \"r\"\nurl = \"/r\"\n\
                 [[plan]]\nname = \"p\"\nrepository = \"r\"\nrto = \"1h\"\n[[plan.boot_group]]\nvms = [\"a\"]\n";
     let c = parse_config(text, "lb.toml").unwrap();
-    assert_eq!(c.plans[0].overlay_dir, PathBuf::from("/srv/lb/drills"));
+    assert_eq!(c.plans[0].overlay_dir, PathBuf::from("/srv/lb/overlays"));
 }
 
 /// `FULL` with `from` replaced by `to` (which must occur exactly once).

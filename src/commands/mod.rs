@@ -5,6 +5,7 @@
 
 mod backup;
 mod daemon;
+mod drill;
 mod forget;
 mod init;
 mod key;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots(a) => snapshots::run(g, a).await,
         Command::Restore(a) => restore::run(g, a).await,
         Command::Verify(a) => return verify::run(g, a).await,
+        Command::Drill(a) => return drill::run(g, a).await,
         Command::Forget(a) => forget::run(g, a).await,
         Command::Prune(a) => prune::run(g, a).await,
         Command::Key(k) => key::run(g, k).await,

@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod daemon;
 pub mod disk;
 pub mod faults;
+pub mod guest;
 pub mod qemu;
 pub mod replica;
 pub mod s3;

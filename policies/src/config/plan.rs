@@ -10,7 +10,7 @@
 //! rto = "15m"                      # target: command to last VM healthy
 //! drill_schedule = "0 2 1 */3 *"   # optional, in `timezone` (default UTC)
 //! timezone = "Europe/Berlin"
-//! overlay_dir = "/var/lib/lifeboat/drills"   # default <state_dir>/drills
+//! overlay_dir = "/var/lib/lifeboat/overlays" # default <state_dir>/overlays
 //! pre_script = "/etc/lifeboat/erp-pre.sh"    # before the first group
 //! post_script = "/etc/lifeboat/erp-post.sh"  # after the last group is healthy
 //! [plan.network_map]               # production network -> failover network
@@ -157,7 +157,7 @@ impl Validator<'_> {
             standby: raw.standby.as_ref().is_none_or(|s| *s.get_ref()),
             rto: rto?,
             drill_schedule: drill_schedule?,
-            overlay_dir: overlay_dir?.unwrap_or_else(|| state_dir.join("drills")),
+            overlay_dir: overlay_dir?.unwrap_or_else(|| state_dir.join("overlays")),
             pre_script: pre_script?,
             post_script: post_script?,
             network_map,
