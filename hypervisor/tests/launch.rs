@@ -201,6 +201,28 @@ async fn a_guest_port_nobody_listens_on_keeps_the_guest_unhealthy() {
     stop_and_check_gone(vm, &run_dir).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_kills_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let run_dir = dir.path().join("run");
+    let mut s = spec("dropped", disk, &run_dir);
+    s.disks[0].format = "raw".into();
+    let vm = QemuLauncher::new().start(&s).await.expect("start");
+    let pid = pid_of(&run_dir, "dropped");
+    drop(vm);
+    let gone = async {
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("QEMU must die with its handle");
+    assert!(!run_dir.join("dropped.qmp").exists());
+}
+
 #[tokio::test]
 async fn missing_disk_is_named_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -212,3 +212,93 @@ pub(crate) fn check_spec(spec: &LaunchSpec) -> Result<(), LaunchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::spec::{Accel, DiskSpec, NicSpec};
+
+    fn spec() -> LaunchSpec {
+        let disk = |p: &str, bus| DiskSpec {
+            path: p.into(),
+            format: "qcow2".into(),
+            bus,
+            read_only: false,
+        };
+        LaunchSpec {
+            name: "web-1".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            machine: Some("q35".into()),
+            firmware: Firmware::Bios,
+            disks: vec![
+                disk("/r/a,b.qcow2", DiskBus::Sata),
+                disk("/r/data.qcow2", DiskBus::Virtio),
+            ],
+            nics: vec![NicSpec {
+                mac: Some("52:54:00:00:00:01".into()),
+                model: "virtio-net-pci".into(),
+                backend: NetBackend::User {
+                    restrict: true,
+                    forwards: vec![80, 22],
+                },
+            }],
+            guest_agent: true,
+            run_dir: "/run/x".into(),
+            accel: Accel::Auto,
+        }
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            kvm: false,
+            console: "/run/x/web-1.console".into(),
+            qmp: "/run/x/web-1.qmp".into(),
+            qga: Some("/run/x/web-1.qga".into()),
+            pidfile: "/run/x/web-1.pid".into(),
+            forwards: vec![vec![(80, 4000), (22, 4001)]],
+        }
+    }
+
+    #[test]
+    fn disks_boot_in_order_on_their_bus_and_forwards_bind_loopback() {
+        let args: Vec<String> = qemu_args(&spec(), &plan())
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let line = args.join(" ");
+        // A comma in a path is doubled, or QEMU would read "b.qcow2" as an option.
+        assert!(
+            line.contains("file=/r/a,,b.qcow2,format=qcow2,if=none,id=disk0"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "-device ahci,id=sata0 -device ide-hd,drive=disk0,bus=sata0.0,bootindex=1"
+            )
+        );
+        assert!(line.contains("virtio-blk-pci,drive=disk1,bootindex=2"));
+        assert!(line.contains(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:4000-:80,hostfwd=tcp:127.0.0.1:4001-:22"
+        ));
+        assert!(line.contains("virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01"));
+        assert!(line.contains("name=org.qemu.guest_agent.0"));
+        assert!(line.contains("-accel tcg") && !line.contains("-cpu host"));
+        assert!(line.contains("-no-reboot") && line.contains("-machine q35"));
+    }
+
+    #[test]
+    fn names_that_would_inject_options_are_refused() {
+        let mut s = spec();
+        s.name = "a,b".into();
+        assert!(matches!(check_spec(&s), Err(LaunchError::InvalidSpec(_))));
+        let mut s = spec();
+        s.nics[0].model = "e1000,romfile=/etc/shadow".into();
+        assert!(check_spec(&s).is_err());
+        let mut s = spec();
+        s.disks.clear();
+        assert!(check_spec(&s).unwrap_err().to_string().contains("no disks"));
+        assert!(check_spec(&spec()).is_ok());
+    }
+}

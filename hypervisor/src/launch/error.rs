@@ -26,7 +26,9 @@ pub enum LaunchError {
     InvalidSpec(String),
     #[error("cannot start qemu-system-x86_64: {0}")]
     Spawn(#[source] std::io::Error),
-    #[error("QEMU exited at start ({status}): {stderr}")]
+    #[error(
+        "QEMU exited at start ({status}): {stderr} (its message names the option or file it refused: fix that in the launch spec)"
+    )]
     EarlyExit { status: String, stderr: String },
     #[error(
         "QEMU did not open its QMP socket {path} within {secs} s (is the host overloaded?); it was killed"

@@ -436,3 +436,16 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Strin
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::guest_established;
+
+    #[test]
+    fn only_an_established_guest_connection_counts() {
+        let table = "Hub -1 (net0):\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\n  TCP[SYN_SENT]      19       127.0.0.1 40001       10.0.2.15    81     0     0\n  TCP[ESTABLISHED]   18       127.0.0.1 40000       10.0.2.15    80     0     0\n  TCP[HOST_FORWARD]  12       127.0.0.1 40002       10.0.2.15    22     0     0\n";
+        assert!(guest_established(table, 80));
+        assert!(!guest_established(table, 81));
+        assert!(!guest_established(table, 22));
+    }
+}

@@ -218,3 +218,40 @@ impl ConsoleTail {
         lines
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_lines_of_linux_and_windows_are_recognised() {
+        for line in [
+            "[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs",
+            "[    3.4] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "[    3.4] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+            "*** STOP: 0x0000007B (0xF78D2524,0xC0000034,0x00000000,0x00000000)",
+        ] {
+            assert!(PANIC.is_match(line), "{line}");
+        }
+        for line in [
+            "Run /init as init process",
+            "DEBUG: fine",
+            "STOPPED service",
+        ] {
+            assert!(!PANIC.is_match(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn console_is_read_from_where_it_stopped_with_the_unfinished_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut tail = ConsoleTail::default();
+        assert!(tail.read_new(&path).is_empty());
+        std::fs::write(&path, "one\ntw").unwrap();
+        assert_eq!(tail.read_new(&path), ["one\n", "tw"]);
+        std::fs::write(&path, "one\ntwo\n").unwrap();
+        assert_eq!(tail.read_new(&path), ["two\n"]);
+        assert!(tail.read_new(&path).is_empty());
+    }
+}
