@@ -3,7 +3,8 @@
 # root: a FAT "superfloppy" (no partition table) made bootable with syslinux, holding
 # the host's Debian kernel and an initramfs with static busybox. The guest prints a
 # marker on the serial console (ttyS0), loads e1000, takes 10.0.2.15/24 (QEMU
-# user-net's default) and serves HTTP on a TCP port, then stays up.
+# user-net's default) and serves HTTP on a TCP port, then stays up. If the VM has a
+# guest-agent channel (org.qemu.guest_agent.0), a shell loop answers guest-sync on it.
 #
 #   make-test-guest.sh OUT.img [--marker TEXT] [--port N] [--broken]
 #
@@ -52,6 +53,14 @@ if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically link
 fi
 e1000=/lib/modules/$kver/kernel/drivers/net/ethernet/intel/e1000/e1000.ko
 [ -r "$e1000" ] || { echo "no $e1000: install linux-image-amd64 (the kernel's modules)" >&2; exit 1; }
+# virtio-serial, in load order, for the stand-in guest agent.
+virtio_mods=""
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev \
+    virtio/virtio_pci char/virtio_console; do
+    f=/lib/modules/$kver/kernel/drivers/$m.ko
+    [ -r "$f" ] || { echo "no $f: install linux-image-amd64 (the kernel's modules)" >&2; exit 1; }
+    virtio_mods="$virtio_mods $f"
+done
 
 # The init script; the marker and port are baked in, so they are part of the cache key.
 init_script() {
@@ -71,12 +80,37 @@ mkdir -p /www
 echo '$marker' > /www/index.html
 httpd -p $port -h /www
 echo "serving tcp port $port" > /dev/console
+# A stand-in for qemu-ga: answers guest-sync on the agent channel, if there is one.
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console; do
+    insmod /lib/\$m.ko
+done
+(
+# Ports show up once the host's control messages arrive: wait a little for them.
+for i in \$(seq 20); do
+    ls /sys/class/virtio-ports/vport* >/dev/null 2>&1 && break
+    sleep 0.25
+done
+for port in /sys/class/virtio-ports/*; do
+    [ "\$(cat \$port/name 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+    dev=/dev/\${port##*/}
+    # A read returns end-of-file while no host client is connected: start over.
+    while true; do
+        while read -r line; do
+            id=\$(echo "\$line" | sed -n 's/.*"id": *\\([0-9]*\\).*/\\1/p')
+            [ -n "\$id" ] && echo "{\\"return\\": \$id}" >&0
+        done <>\$dev
+        sleep 0.2
+    done &
+    echo "guest agent on \$dev" > /dev/console
+done
+) &
 while true; do sleep 3600; done
 EOF
 }
 
 cache_root=${TMPDIR:-/tmp}/lifeboat-test-guest-cache
-key=$( { init_script; sha256sum "$kernel" "$busybox" "$e1000"; } | sha256sum | cut -c1-16)
+# shellcheck disable=SC2086
+key=$( { init_script; sha256sum "$kernel" "$busybox" "$e1000" $virtio_mods; } | sha256sum | cut -c1-16)
 cache=$cache_root/$key
 if [ ! -s "$cache/initrd.gz" ]; then
     mkdir -p "$cache_root"
@@ -86,6 +120,8 @@ if [ ! -s "$cache/initrd.gz" ]; then
     mkdir -p "$root"/{bin,dev,proc,sys,lib,tmp}
     cp "$busybox" "$root/bin/busybox"
     cp "$e1000" "$root/lib/e1000.ko"
+    # shellcheck disable=SC2086
+    cp $virtio_mods "$root/lib/"
     init_script > "$root/init"
     chmod 755 "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$work/initrd.gz"

@@ -1,6 +1,6 @@
 //! The VM launcher against real QEMU and real guests built by
 //! scripts/make-test-guest.sh: a good guest boots healthy (console marker, HTTP on a
-//! forwarded port, a screenshot), a broken one is reported as a kernel panic, and
+//! forwarded port, guest agent, a screenshot), a broken one is reported as a kernel panic, and
 //! nothing is left running or lying around after stop.
 
 use std::path::{Path, PathBuf};
@@ -110,13 +110,15 @@ async fn good_guest_boots_healthy_serves_its_port_and_stops_clean() {
     let dir = tempfile::tempdir().unwrap();
     let disk = guest(dir.path(), false);
     let run_dir = dir.path().join("run");
-    let mut vm = QemuLauncher::new()
-        .start(&spec("good", disk, &run_dir))
-        .await
-        .expect("start");
+    let mut s = spec("good", disk, &run_dir);
+    s.guest_agent = true;
+    let mut vm = QemuLauncher::new().start(&s).await.expect("start");
+    let agent = vm.guest_agent_socket().expect("agent socket").to_path_buf();
     let checks = [
         HealthCheck::Console(Regex::new(MARKER).unwrap()),
         HealthCheck::Tcp { port: 80 },
+        // The test guest answers guest-sync as qemu-ga does.
+        HealthCheck::GuestAgent,
     ];
     let watch = watch_boot(vm.as_mut(), &checks, BOOT_TIMEOUT).await;
     let console = std::fs::read_to_string(vm.console_log()).unwrap_or_default();
@@ -124,6 +126,7 @@ async fn good_guest_boots_healthy_serves_its_port_and_stops_clean() {
     let (first, healthy) = (watch.first_output.unwrap(), watch.healthy.unwrap());
     assert!(first <= healthy, "{watch:?}");
     assert!(console.contains(MARKER));
+    assert!(console.contains("guest agent on /dev/vport"), "{console}");
 
     // The forward reaches the guest's web server, which serves the marker.
     let addr = vm.forwarded_port(80).expect("port 80 is forwarded");
@@ -149,6 +152,7 @@ async fn good_guest_boots_healthy_serves_its_port_and_stops_clean() {
     assert!(vm.try_exit_status().is_none());
 
     stop_and_check_gone(vm, &run_dir).await;
+    assert!(!agent.exists(), "guest agent socket left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,8 +19,8 @@ use super::vm::RunningVm;
 const POLL: Duration = Duration::from_millis(100);
 /// How often a failed TCP or guest-agent check is tried again.
 const RETRY: Duration = Duration::from_millis(500);
-/// How long one TCP or guest-agent attempt may take.
-const ATTEMPT: Duration = Duration::from_millis(400);
+/// How long one guest-agent attempt may take: a busy guest answers late.
+const ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Console lines that mean the guest crashed: Linux panics, BUGs and oopses, Windows
 /// bug checks as printed on a serial console (EMS).
