@@ -20,6 +20,22 @@ if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-nbd >/dev/nul
         "qemu-utils=$version" "qemu-system-x86=$version" >/dev/null
 fi
 
+# The VM launcher's tests boot guests that scripts/make-test-guest.sh builds from the
+# host's kernel, static busybox and syslinux on a FAT image.
+guest_pkgs="linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools cpio"
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! [ -d /usr/lib/syslinux ] || ! command -v syslinux >/dev/null \
+    || ! command -v mcopy >/dev/null || ! command -v mkfs.fat >/dev/null || ! command -v cpio >/dev/null \
+    || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    echo "== installing $guest_pkgs"
+    if [ "$(id -u)" != 0 ]; then
+        echo "need root to apt-get install $guest_pkgs; install them and re-run" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $guest_pkgs >/dev/null
+fi
+
 # openssl makes the private CA and certificate of the https:// endpoint test.
 if ! command -v openssl >/dev/null; then
     echo "== installing openssl"

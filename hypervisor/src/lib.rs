@@ -6,14 +6,17 @@
 //! * [`nbd`]: an async NBD client that reads disks and their allocation and
 //!   dirty-bitmap maps;
 //! * [`qemu_nbd`] and [`qemu_img`]: launching `qemu-nbd` on an image file, and the
-//!   `qemu-img` operations on one (format, size, persistent bitmaps).
-//!
-//! Next here: the VM launcher that drills and failover boot replicas with.
+//!   `qemu-img` operations on one (format, size, persistent bitmaps);
+//! * [`launch`]: the VM launcher that drills and failover boot replicas with
+//!   (`qemu-system-x86_64` today, behind a trait a libvirt driver can implement),
+//!   and [`launch::watch_boot`], which proves from the serial console and health
+//!   checks that the guest booted.
 //!
 //! It sits below `backup`, `restore` and the replicator, beside `store`, and depends
 //! on neither. Its errors are its own ([`nbd::NbdError`], [`qmp::QmpError`],
-//! [`ToolError`]); the first two say whether a retry can help.
+//! [`ToolError`], [`launch::LaunchError`]); the first two say whether a retry can help.
 
+pub mod launch;
 pub mod nbd;
 pub mod qemu_img;
 pub mod qemu_nbd;
