@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod defaults;
 mod drill;
 mod replicate;
 
+pub use defaults::DEFAULT_CONFIG;
 pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
 pub use replicate::{ReplicateArgs, SourcePassword};
 
@@ -105,9 +107,6 @@ Set rpo above the schedule interval plus the backup time (a nightly schedule nee
 e.g. rpo = \"26h\"), or every disk is AT RISK by design.
 Status reads the configuration and the daemon's job history (state.db) only: backups
 made by hand with `lifeboat backup` do not count.";
-
-/// Where the configuration file is (`--config`, LIFEBOAT_CONFIG).
-pub const DEFAULT_CONFIG: &str = "/etc/lifeboat/lifeboat.toml";
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {

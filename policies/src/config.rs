@@ -234,7 +234,7 @@ pub mod standby;
 mod validator;
 
 use plan::NetworkView;
-use raw::{RawConfig, RawGroup, RawRetention};
+use raw::{RawConfig, RawGroup, RawRepository, RawRetention};
 use replication::{GroupView, RepoView};
 use validator::Validator;
 
@@ -281,41 +281,7 @@ fn is_bare_key(s: &str) -> bool {
 
 impl Validator<'_> {
     fn check(&mut self, raw: RawConfig) -> Config {
-        let mut names = HashMap::new();
-        let mut repositories = Vec::new();
-        for r in raw.repository {
-            self.name(&r.name, "repository.name", "repository", &mut names);
-            if r.url.get_ref().trim().is_empty() {
-                self.problem(
-                    r.url.span().start,
-                    "repository.url",
-                    "empty url; write a path, file:///path or s3://bucket/prefix",
-                );
-            }
-            let ctx = format!("repository {:?}: ", r.name.get_ref());
-            let immutability = self.duration(&r.immutability, "repository.immutability", &ctx);
-            let timezone = match &r.timezone {
-                None => Some(Tz::UTC),
-                Some(tz) => self.timezone(tz, "repository.timezone", &ctx),
-            };
-            let prune_schedule = r
-                .prune_schedule
-                .as_ref()
-                .and_then(|expr| self.schedule(expr, timezone, "repository.prune_schedule", &ctx));
-            let password_file = r
-                .password_file
-                .as_ref()
-                .and_then(|f| self.absolute_path(f, "repository.password_file", &ctx));
-            let standby = self.standby(&r, timezone, &ctx);
-            repositories.push(RepositoryConfig {
-                name: r.name.into_inner(),
-                url: r.url.into_inner(),
-                immutability,
-                password_file,
-                prune_schedule,
-                standby,
-            });
-        }
+        let repositories = self.repositories(&raw.repository);
         let mut group_names = HashMap::new();
         let mut groups = Vec::new();
         for g in raw.group {
@@ -355,7 +321,8 @@ impl Validator<'_> {
                 isolated: n.get_ref().isolated.as_ref().is_some_and(|i| *i.get_ref()),
             })
             .collect();
-        let plans = self.plans(&raw.plan, &repositories, &network_views, &daemon.state_dir);
+        let repo_names: Vec<&str> = repositories.iter().map(|r| r.name.as_str()).collect();
+        let plans = self.plans(&raw.plan, &repo_names, &network_views, &daemon.state_dir);
         Config {
             repositories,
             groups,
@@ -364,6 +331,45 @@ impl Validator<'_> {
             networks,
             plans,
         }
+    }
+
+    fn repositories(&mut self, raw: &[RawRepository]) -> Vec<RepositoryConfig> {
+        let mut names = HashMap::new();
+        let mut repositories = Vec::new();
+        for r in raw {
+            self.name(&r.name, "repository.name", "repository", &mut names);
+            if r.url.get_ref().trim().is_empty() {
+                self.problem(
+                    r.url.span().start,
+                    "repository.url",
+                    "empty url; write a path, file:///path or s3://bucket/prefix",
+                );
+            }
+            let ctx = format!("repository {:?}: ", r.name.get_ref());
+            let immutability = self.duration(&r.immutability, "repository.immutability", &ctx);
+            let timezone = match &r.timezone {
+                None => Some(Tz::UTC),
+                Some(tz) => self.timezone(tz, "repository.timezone", &ctx),
+            };
+            let prune_schedule = r
+                .prune_schedule
+                .as_ref()
+                .and_then(|expr| self.schedule(expr, timezone, "repository.prune_schedule", &ctx));
+            let password_file = r
+                .password_file
+                .as_ref()
+                .and_then(|f| self.absolute_path(f, "repository.password_file", &ctx));
+            let standby = self.standby(r, timezone, &ctx);
+            repositories.push(RepositoryConfig {
+                name: r.name.get_ref().clone(),
+                url: r.url.get_ref().clone(),
+                immutability,
+                password_file,
+                prune_schedule,
+                standby,
+            });
+        }
+        repositories
     }
 
     fn group(&mut self, g: RawGroup, repositories: &[RepositoryConfig]) -> Option<Group> {

@@ -11,6 +11,7 @@
 //! never on `backup` (tests/layering.rs).
 
 pub mod copy;
+pub mod drill;
 pub mod error;
 pub mod replica;
 pub mod standby;

@@ -1,6 +1,7 @@
 //! `lifeboat status`: per configured VM (and disk), the last successful backup, its age
 //! against the group's RPO (OK / AT RISK / BREACHED), its replication lag against the
-//! `replication_rpo` (REPLICA (LAG)), the last error and the next run.
+//! `replication_rpo` (REPLICA (LAG)), the last error and the next run; then each
+//! recovery plan's drill state (OK / AT RISK) from its newest drill report.
 //!
 //! It reads the configuration and the daemon's state database only — no repository,
 //! no passphrase, no network — so it works when the daemon is down (the RPO clock
@@ -12,9 +13,11 @@ use chrono::{DateTime, Utc};
 use lifeboat_policies::rpo::RpoState;
 use lifeboat_policies::status::VmStatus;
 use lifeboat_policies::{StatusReport, format_duration};
+use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::config_file;
+use crate::daemon::drills::{PlanDrillStatus, plan_drills};
 use crate::daemon::state::{State, read_status};
 use crate::output::{bytes, print_json};
 
@@ -27,17 +30,55 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let now = Utc::now();
+    let drills = plan_drills(&config, &dir, now);
     let report = tokio::task::spawn_blocking(move || -> Result<StatusReport> {
         let state = State::open_read_only(&dir)?;
-        read_status(&config, state.as_ref(), Utc::now(), a.group.as_deref())
+        read_status(&config, state.as_ref(), now, a.group.as_deref())
     })
     .await??;
     if g.json {
-        print_json(&report);
+        print_json(&WithDrills {
+            report: &report,
+            drills: &drills,
+        });
     } else {
         print_text(&report);
+        print_drills(&drills);
     }
     Ok(())
+}
+
+/// The status report with each recovery plan's drill state beside it.
+#[derive(Serialize)]
+struct WithDrills<'a> {
+    #[serde(flatten)]
+    report: &'a StatusReport,
+    drills: &'a [PlanDrillStatus],
+}
+
+fn print_drills(drills: &[PlanDrillStatus]) {
+    if drills.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<16} {:<8} {:<22} {:<8} {:>16} {:<21} WHY",
+        "PLAN", "DRILL", "LAST DRILL", "VERDICT", "RTO (TARGET)", "NEXT DRILL"
+    );
+    for d in drills {
+        let rto = d.rto_secs.map_or("-".to_string(), |r| format!("{r:.0}s"));
+        println!(
+            "{:<16} {:<8} {:<22} {:<8} {:>16} {:<21} {}",
+            d.plan,
+            d.state,
+            d.last_drill.map_or("never".into(), when),
+            d.last_verdict
+                .map_or("-".into(), |v| format!("{v:?}").to_uppercase()),
+            format!("{rto} ({}s)", d.rto_target_secs),
+            d.next_drill.map_or("-".into(), when),
+            d.reason
+        );
+    }
 }
 
 fn when(t: DateTime<Utc>) -> String {

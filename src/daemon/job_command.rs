@@ -7,8 +7,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use lifeboat_policies::Config;
-use lifeboat_policies::config::{DiskSource, Replication, RepositoryConfig};
+use lifeboat_policies::config::{DiskSource, Plan, Replication, RepositoryConfig};
 
+use super::definitions::definition_arg;
 use super::state::JobKey;
 
 /// What a job is for, what it must not run beside, and its child's arguments.
@@ -25,6 +26,8 @@ pub struct Builder {
     /// Absolute, so `forget --config` finds it whatever the child's directory.
     pub config_path: PathBuf,
     pub cache_dir: Option<PathBuf>,
+    /// The daemon's state directory (VM definition files, drill reports).
+    pub state_dir: PathBuf,
 }
 
 impl Builder {
@@ -55,6 +58,9 @@ impl Builder {
         let mut args = self.global_args(repo);
         args.extend(["backup".into(), "--vm".into(), v.name.clone().into()]);
         args.extend(["--disk".into(), d.name.clone().into()]);
+        if let Some(definition) = definition_arg(&self.state_dir, v) {
+            args.extend(["--definition".into(), definition]);
+        }
         match &d.source {
             DiskSource::Image(p) => args.push(p.clone().into_os_string()),
             DiskSource::Nbd(uri) => args.push(uri.clone().into()),
@@ -148,6 +154,34 @@ impl Builder {
         })
     }
 
+    /// `drill PLAN` of a plan's `drill_schedule`: the plan's repository (its
+    /// passphrase file), the same configuration and state directory.
+    pub fn drill(&self, config: &Config, plan: &Plan) -> Option<JobCommand> {
+        let repo = config.repository(&plan.repository)?;
+        let mut args = self.global_args(repo);
+        args.extend([
+            "drill".into(),
+            plan.name.clone().into(),
+            "--config".into(),
+            self.config_path.clone().into_os_string(),
+            "--state-dir".into(),
+            self.state_dir.clone().into_os_string(),
+        ]);
+        Some(JobCommand {
+            key: JobKey {
+                kind: "drill",
+                // A drill's "group" is its plan.
+                group: Some(plan.name.clone()),
+                repository: repo.name.clone(),
+                source: None,
+                vm: None,
+                disk: None,
+            },
+            exclusive: format!("drill {}", plan.name),
+            args,
+        })
+    }
+
     /// `replicate` of replication `r`: both repositories' passphrase files (without
     /// one, the child falls back to LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD, then
     /// the daemon's own passphrase), its VMs by name, its rate limit.
@@ -229,6 +263,7 @@ limit_rate = "50MiB/s"
         let b = Builder {
             config_path: "/etc/lb.toml".into(),
             cache_dir: Some("/var/cache/lb".into()),
+            state_dir: "/var/lib/lb".into(),
         };
         let w = b.replicate(&config, &config.replications[0]).unwrap();
         let args: Vec<String> = w.args.iter().map(|a| a.to_string_lossy().into()).collect();

@@ -11,7 +11,9 @@
 //! per disk and replica (labels group, vm, disk, destination):
 //! `lifeboat_replication_lag_seconds`, `lifeboat_replication_rpo_seconds`,
 //! `lifeboat_replication_rpo_state`; `lifeboat_replication_bytes_sent_total{source,
-//! destination}` and `lifeboat_jobs_total{kind,status}` over the job history.
+//! destination}` and `lifeboat_jobs_total{kind,status}` over the job history; per plan
+//! (label plan), from its newest drill report: `lifeboat_drill_last_success_timestamp_seconds`,
+//! `lifeboat_drill_rto_seconds`, `lifeboat_drill_state` (0 OK, 1 AT RISK).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use lifeboat_policies::{Config, StatusReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::drills::{PlanDrillStatus, plan_drills};
 use super::state::{State, read_status};
 
 /// A scraper that sends nothing is dropped after this.
@@ -234,11 +237,41 @@ impl DiskGauges {
     }
 }
 
+/// Per plan: the newest passed drill, the newest drill's RTO, and the drill state.
+fn drill_gauges(out: &mut String, plans: &[PlanDrillStatus]) {
+    let rows = |value: &dyn Fn(&PlanDrillStatus) -> Option<f64>| -> Rows {
+        plans
+            .iter()
+            .filter_map(|p| Some((format!("plan=\"{}\"", label(&p.plan)), value(p)?)))
+            .collect()
+    };
+    family(
+        out,
+        "lifeboat_drill_last_success_timestamp_seconds",
+        "When the plan's newest passed drill started (Unix time).",
+        &rows(&|p| p.last_success.map(|t| t.timestamp() as f64)),
+    );
+    family(
+        out,
+        "lifeboat_drill_rto_seconds",
+        "Measured RTO of the plan's newest drill: command to last VM healthy.",
+        &rows(&|p| p.rto_secs),
+    );
+    family(
+        out,
+        "lifeboat_drill_state",
+        "Drill state: 0 OK, 1 AT RISK (never drilled, failed, over the RTO target or overdue).",
+        &rows(&|p| Some(if p.state == "OK" { 0.0 } else { 1.0 })),
+    );
+}
+
 /// The exposition text at this moment.
 pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
-    let report = read_status(config, Some(state), Utc::now(), None)?;
+    let now = Utc::now();
+    let report = read_status(config, Some(state), now, None)?;
     let mut out = String::new();
     DiskGauges::from_report(&report).write(&mut out);
+    drill_gauges(&mut out, &plan_drills(config, state.dir(), now));
     let _ = writeln!(
         out,
         "# HELP lifeboat_replication_bytes_sent_total Pack bytes replication runs sent to the destination.\n# TYPE lifeboat_replication_bytes_sent_total counter"

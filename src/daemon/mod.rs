@@ -17,6 +17,8 @@
 //!   `stop_timeout` to finish, then SIGTERM (recorded `interrupted`); exit 0. A
 //!   second signal interrupts at once.
 
+mod definitions;
+pub mod drills;
 mod job;
 mod job_command;
 mod metrics;
@@ -77,6 +79,7 @@ enum Timer {
     Prune(usize),
     Replicate(usize),
     Standby(usize),
+    Drill(usize),
 }
 
 /// Runs the schedules of `config` (read from `config_path`, which forget jobs read
@@ -85,6 +88,7 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
     check_passwords(&config)?;
     let exe = std::env::current_exe().context("finding the lifeboat executable to run jobs")?;
     let state = open_state(&settings.state_dir, &config).await?;
+    definitions::write_definitions(&config, &settings.state_dir)?;
     let config = Arc::new(config);
     if let Some(addr) = settings.metrics_listen {
         serve_metrics(addr, &config, &state).await?;
@@ -96,6 +100,7 @@ pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Re
         commands: job_command::Builder {
             config_path,
             cache_dir: settings.cache_dir.clone(),
+            state_dir: settings.state_dir.clone(),
         },
         slots: Arc::new(Semaphore::new(settings.jobs)),
         in_flight: Mutex::new(HashSet::new()),
@@ -295,12 +300,16 @@ fn check_passwords(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// A repository some job opens: a group's, one with a standby, or either end of a
+/// A repository some job opens: a group's, one with a standby, a scheduled drill's, or either end of a
 /// replication (whose child may also take LIFEBOAT_FROM_PASSWORD / LIFEBOAT_TO_PASSWORD).
 fn used(config: &Config, repo: &str) -> bool {
     let env = |name| std::env::var_os(name).is_some_and(|p| !p.is_empty());
     config.groups.iter().any(|g| g.repository == repo)
         || config.repository(repo).is_some_and(|r| r.standby.is_some())
+        || config
+            .plans
+            .iter()
+            .any(|p| p.repository == repo && p.drill_schedule.is_some())
         || config.replications.iter().any(|r| {
             (r.from == repo && !env("LIFEBOAT_FROM_PASSWORD"))
                 || (r.to == repo && !env("LIFEBOAT_TO_PASSWORD"))
@@ -325,6 +334,11 @@ fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
     for (i, r) in config.replications.iter().enumerate() {
         if let Some(s) = &r.schedule {
             out.push((Timer::Replicate(i), s.clone()));
+        }
+    }
+    for (i, p) in config.plans.iter().enumerate() {
+        if let Some(s) = &p.drill_schedule {
+            out.push((Timer::Drill(i), s.clone()));
         }
     }
     out.into_iter()
@@ -361,6 +375,11 @@ async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<
         }
         Timer::Replicate(ri) => {
             jobs.spawn(replicate(ctx.clone(), ri));
+        }
+        Timer::Drill(pi) => {
+            if let Some(command) = w.drill(config, &config.plans[pi]) {
+                submit(ctx, command, jobs).await;
+            }
         }
     }
 }
@@ -509,6 +528,7 @@ async fn run_replication(ctx: &Arc<Ctx>, ri: usize) {
 
 fn describe(k: &JobKey) -> String {
     match (&k.vm, &k.disk, &k.group, &k.source) {
+        (_, _, Some(plan), _) if k.kind == "drill" => format!("plan {plan}"),
         (Some(vm), Some(disk), _, _) => format!("{vm}/{disk}"),
         (_, _, Some(g), _) => format!("group {g}"),
         (_, _, _, Some(from)) => format!("{from}->{}", k.repository),

@@ -195,6 +195,11 @@ pub fn db_path(dir: &Path) -> PathBuf {
 
 impl State {
     /// Opens (creating) the database for the daemon.
+    /// The state directory (where `state.db` is).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(

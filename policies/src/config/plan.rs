@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use toml::Spanned;
 
-use super::RepositoryConfig;
 use super::health::PlanVm;
 use super::raw::RawPlan;
 use super::validator::Validator;
@@ -52,7 +51,7 @@ pub(super) struct NetworkView<'a> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
-    /// Name of the [`RepositoryConfig`] recovered from (checked to exist).
+    /// Name of the repository (`[[repository]]`) recovered from (checked to exist).
     pub repository: String,
     /// Boot from the repository's warm standby disks when present.
     pub standby: bool,
@@ -94,7 +93,7 @@ impl Validator<'_> {
     pub(super) fn plans(
         &mut self,
         raw: &[Spanned<RawPlan>],
-        repositories: &[RepositoryConfig],
+        repositories: &[&str],
         networks: &[NetworkView],
         state_dir: &Path,
     ) -> Vec<Plan> {
@@ -112,7 +111,7 @@ impl Validator<'_> {
     fn plan(
         &mut self,
         p: &Spanned<RawPlan>,
-        repositories: &[RepositoryConfig],
+        repositories: &[&str],
         networks: &[NetworkView],
         state_dir: &Path,
     ) -> Option<Plan> {
@@ -120,7 +119,7 @@ impl Validator<'_> {
         let ctx = format!("plan {:?}: ", raw.name.get_ref());
         if !repositories
             .iter()
-            .any(|r| r.name == *raw.repository.get_ref())
+            .any(|r| *r == raw.repository.get_ref().as_str())
         {
             self.problem(
                 raw.repository.span().start,

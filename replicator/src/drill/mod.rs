@@ -1,0 +1,24 @@
+//! Drills (test failovers): boot every VM of a recovery plan on the secondary, from
+//! copy-on-write overlays on the warm standby points (or disks restored from the
+//! replica), in the plan's isolated test network; watch each come up; keep the
+//! evidence; stop and remove everything; sign the report into a hash chain.
+//!
+//! ```text
+//! select (point per VM) ─► disks (overlay | restore) ─► boot (spec, start, watch,
+//!   evidence) ─► run (groups in order, scripts, clean-up, RTO) ─► report (JSON,
+//!   HTML, signed chain in the state dir + sealed copy in the repository)
+//! ```
+//! Production is never touched: NICs go to the test network or stay unplugged, the
+//! standby points are only read (and held against `standby sync` while in use), and
+//! the overlays are the drill's own.
+
+mod boot;
+mod disks;
+mod error;
+pub mod report;
+mod run;
+mod select;
+
+pub use error::DrillError;
+pub use run::{DrillOutcome, DrillRequest, run_drill};
+pub use select::{PointChoice, SAME_RUN_WINDOW, VmPoint, point_time, select_point};

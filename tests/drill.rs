@@ -1,0 +1,322 @@
+//! Drills (test failovers) end to end with real Linux guests under qemu-system-x86_64:
+//! two VMs are backed up on the primary, replicated to the secondary, one of them
+//! kept as a warm standby disk; the drill boots both in the isolated test network
+//! and must tell the guest that comes up (BOOTED, marker on its console, port
+//! answering, a screenshot) from the one whose kernel panics (FAILED, the panic
+//! quoted), leave no QEMU, overlay or socket behind, leave the standby untouched, and
+//! sign a report whose editing or deletion `drill history --verify` detects.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::guest::{MARKER, PORT, make_guest, qemu_pids};
+use support::{Kind, TestRepo};
+
+/// The sites and the configuration of the secondary.
+struct Rig {
+    primary: TestRepo,
+    secondary: TestRepo,
+    config: PathBuf,
+    standby: PathBuf,
+    overlays: PathBuf,
+    state: PathBuf,
+}
+
+const NIC: &str = r#""nics":[{"mac":"52:54:00:12:34:56","network":"prod-lan","model":"e1000"}]"#;
+
+impl Rig {
+    fn new(vms: &[(&str, bool)]) -> Rig {
+        let primary = TestRepo::init(Kind::Local);
+        for (vm, broken) in vms {
+            let image = primary.path(&format!("{vm}.img"));
+            make_guest(&image, *broken);
+            let definition = primary.path(&format!("{vm}.json"));
+            std::fs::write(
+                &definition,
+                format!(
+                    r#"{{"source":"config","cpus":1,"memory_mib":256,"disks":[{{"name":"root"}}],{NIC}}}"#
+                ),
+            )
+            .unwrap();
+            primary.ok(&[
+                "backup",
+                "--vm",
+                vm,
+                "--disk",
+                "root",
+                "--definition",
+                definition.to_str().unwrap(),
+                image.to_str().unwrap(),
+                "-q",
+            ]);
+        }
+        let secondary = TestRepo::new(Kind::Local);
+        secondary.ok(&["init", "--replica-of", &primary.url]);
+        secondary.ok(&["replicate", "--from", &primary.url, "-q"]);
+        let standby = secondary.path("standby");
+        let state = secondary.path("state");
+        let overlays = secondary.path("overlays");
+        let config = secondary.path("lifeboat.toml");
+        let rig = Rig {
+            primary,
+            secondary,
+            config,
+            standby,
+            overlays,
+            state,
+        };
+        rig.write_config(vms.iter().map(|(v, _)| *v).collect(), "");
+        rig
+    }
+
+    fn write_config(&self, group: Vec<&str>, extra: &str) {
+        let vms: Vec<String> = group.iter().map(|v| format!("{v:?}")).collect();
+        let checks: String = group
+            .iter()
+            .map(|v| {
+                format!(
+                    "[[plan.vm]]\nname = {v:?}\ntimeout = \"120s\"\n\
+                     health = {{ console = {MARKER:?}, tcp = {PORT} }}\n"
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"[daemon]
+state_dir = "{state}"
+
+[[repository]]
+name = "dr"
+url = "{url}"
+standby_dir = "{standby}"
+standby_keep = 2
+standby_schedule = "0 * * * *"
+
+[[network]]
+name = "drill-net"
+kind = "user"
+isolated = true
+
+[[plan]]
+name = "erp"
+repository = "dr"
+rto = "5m"
+overlay_dir = "{overlays}"
+{extra}
+[plan.test_network_map]
+"prod-lan" = "drill-net"
+
+[[plan.boot_group]]
+vms = [{vms}]
+
+{checks}"#,
+            state = self.state.display(),
+            url = self.secondary.url,
+            standby = self.standby.display(),
+            overlays = self.overlays.display(),
+            vms = vms.join(", "),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn drill(&self, args: &[&str]) -> std::process::Output {
+        let config = self.config.to_str().unwrap();
+        self.secondary
+            .run(&[&["drill", "--config", config], args].concat())
+    }
+
+    fn history(&self, verify: bool) -> (Option<i32>, String) {
+        let config = self.config.to_str().unwrap();
+        let mut args = vec!["drill", "history", "--config", config];
+        if verify {
+            args.push("--verify");
+        }
+        let out = self.secondary.run(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    }
+
+    /// Nothing of a drill is left: no QEMU, no overlay, no socket.
+    fn assert_nothing_left(&self) {
+        assert_eq!(
+            qemu_pids(&self.overlays),
+            Vec::<u32>::new(),
+            "a QEMU is left running"
+        );
+        let left: Vec<PathBuf> = walk(&self.overlays);
+        assert!(left.is_empty(), "left in the overlay dir: {left:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+/// Every file under the standby directory with its contents' hash.
+fn standby_state(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files: Vec<(PathBuf, String)> = walk(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock"))
+        .map(|p| {
+            let h = blake3::hash(&std::fs::read(&p).unwrap())
+                .to_hex()
+                .to_string();
+            (p, h)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn drill_boots_the_good_guest_and_names_the_panic_of_the_broken_one() {
+    let rig = Rig::new(&[("web01", false), ("broken01", true)]);
+    // web01 boots from a warm standby point; broken01 (no standby) is restored first.
+    rig.secondary.ok(&[
+        "standby",
+        "sync",
+        "--dir",
+        rig.standby.to_str().unwrap(),
+        "--vm",
+        "web01",
+        "-q",
+    ]);
+    let before = standby_state(&rig.standby);
+
+    let out = rig.drill(&["erp", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a failed VM fails the drill: {stderr}"
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &result["report"];
+    assert_eq!(report["verdict"], "FAILED", "{report}");
+    let vm = |name: &str| -> &Value {
+        report["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["vm"] == name)
+            .unwrap()
+    };
+    let (web, broken) = (vm("web01"), vm("broken01"));
+    assert_eq!(web["verdict"], "BOOTED", "{web}");
+    assert_eq!(web["disks"][0]["from"], "standby", "{web}");
+    assert!(
+        web["console_tail"].as_str().unwrap().contains(MARKER),
+        "{web}"
+    );
+    assert!(web["first_output_secs"].as_f64().unwrap() <= web["healthy_secs"].as_f64().unwrap());
+    let reports = rig.state.join("drills/dr");
+    let png = std::fs::read(reports.join(web["screenshot"]["path"].as_str().unwrap())).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1024,
+        "a real screenshot"
+    );
+    let console =
+        std::fs::read_to_string(reports.join(web["console"]["path"].as_str().unwrap())).unwrap();
+    assert!(console.contains(MARKER), "the whole console log is kept");
+
+    assert_eq!(broken["verdict"], "FAILED", "{broken}");
+    assert_eq!(broken["disks"][0]["from"], "restore", "{broken}");
+    let reason = broken["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Kernel panic"),
+        "the panic is quoted: {reason}"
+    );
+    assert_eq!(
+        report["rto_secs"],
+        Value::Null,
+        "no RTO when a VM did not boot"
+    );
+
+    let html = std::fs::read_to_string(result["html"].as_str().unwrap()).unwrap();
+    assert!(html.contains("data:image/png;base64,") && html.contains("Kernel panic"));
+
+    rig.assert_nothing_left();
+    assert_eq!(
+        standby_state(&rig.standby),
+        before,
+        "the standby images are untouched"
+    );
+
+    // The chain verifies; an edited report, then a deleted one, are detected.
+    let (code, text) = rig.history(true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("chain verified"), "{text}");
+    let json = PathBuf::from(result["json"].as_str().unwrap());
+    let original = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(&json, original.replacen("\"FAILED\"", "\"PASSED\"", 1)).unwrap();
+    let (code, text) = rig.history(true);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("edited"), "{text}");
+    std::fs::remove_file(&json).unwrap();
+    let (code, text) = rig.history(true);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("deleted here"), "{text}");
+    drop(rig.primary);
+}
+
+#[test]
+fn a_drill_that_cannot_run_says_why_and_leaves_nothing() {
+    let rig = Rig::new(&[("web01", false)]);
+    // A plan naming a VM that was never backed up.
+    rig.write_config(vec!["web01", "ghost01"], "");
+    let out = rig.drill(&["erp"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ghost01 has no backups"), "{text}");
+    rig.assert_nothing_left();
+
+    // A point older than any kept.
+    rig.write_config(vec!["web01"], "");
+    let out = rig.drill(&["erp", "--point", "2001-01-01T00:00:00Z"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("oldest kept"), "{text}");
+
+    // A pre-script that fails stops the drill before any VM starts.
+    let script = rig.secondary.path("pre.sh");
+    std::fs::write(&script, "#!/bin/sh\necho not today >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    rig.write_config(
+        vec!["web01"],
+        &format!("pre_script = {:?}", script.display().to_string()),
+    );
+    let out = rig.drill(&["erp"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("pre.sh failed"), "{text}");
+    rig.assert_nothing_left();
+
+    // None of these wrote a report; a good drill then passes with an RTO.
+    rig.write_config(vec!["web01"], "");
+    let out = rig.drill(&["erp", "--json"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        result["report"]["seq"], 1,
+        "failed attempts write no report"
+    );
+    assert_eq!(result["report"]["verdict"], "PASSED");
+    assert!(result["report"]["rto_secs"].as_f64().unwrap() > 0.0);
+    assert_eq!(result["report"]["vms"][0]["disks"][0]["from"], "restore");
+    rig.assert_nothing_left();
+}
