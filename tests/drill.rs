@@ -9,10 +9,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
+use support::daemon::Daemon;
 use support::guest::{MARKER, PORT, make_guest, qemu_pids};
-use support::{Kind, TestRepo};
+use support::{Kind, PASSWORD, TestRepo};
 
 /// The sites and the configuration of the secondary.
 struct Rig {
@@ -89,6 +91,7 @@ state_dir = "{state}"
 [[repository]]
 name = "dr"
 url = "{url}"
+password_file = "{pass}"
 standby_dir = "{standby}"
 standby_keep = 2
 standby_schedule = "0 * * * *"
@@ -112,12 +115,19 @@ vms = [{vms}]
 
 {checks}"#,
             state = self.state.display(),
+            pass = self.password_file().display(),
             url = self.secondary.url,
             standby = self.standby.display(),
             overlays = self.overlays.display(),
             vms = vms.join(", "),
         );
         std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn password_file(&self) -> PathBuf {
+        let path = self.secondary.path("dr.pass");
+        std::fs::write(&path, PASSWORD).unwrap();
+        path
     }
 
     fn drill(&self, args: &[&str]) -> std::process::Output {
@@ -319,4 +329,61 @@ fn a_drill_that_cannot_run_says_why_and_leaves_nothing() {
     assert!(result["report"]["rto_secs"].as_f64().unwrap() > 0.0);
     assert_eq!(result["report"]["vms"][0]["disks"][0]["from"], "restore");
     rig.assert_nothing_left();
+}
+
+/// The daemon runs a plan's drill_schedule: before the first drill the plan is AT
+/// RISK ("never drilled"); after one, `status` and `/metrics` show it OK with its
+/// RTO, and the reports the daemon's drills signed verify as one chain.
+#[test]
+fn scheduled_drills_show_in_status_and_metrics() {
+    let rig = Rig::new(&[("web01", false)]);
+    rig.write_config(vec!["web01"], r#"drill_schedule = "*/5 * * * * *""#);
+    let status_before = {
+        let out = rig.secondary.run(&[
+            "status",
+            "--json",
+            "--config",
+            rig.config.to_str().unwrap(),
+            "--state-dir",
+            rig.state.to_str().unwrap(),
+        ]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        status_before["drills"][0]["state"], "AT RISK",
+        "{status_before}"
+    );
+    assert_eq!(status_before["drills"][0]["reason"], "never drilled");
+
+    let mut daemon = Daemon::start(&rig.secondary, &rig.config, &[]);
+    let status = daemon.wait("a scheduled drill to pass", Duration::from_secs(180), |d| {
+        let s = d.status();
+        (s["drills"][0]["last_verdict"] == "PASSED").then_some(s)
+    });
+    let drill = &status["drills"][0];
+    assert_eq!(drill["state"], "OK", "{drill}");
+    assert!(drill["rto_secs"].as_f64().unwrap() > 0.0, "{drill}");
+    let state = daemon.metric("lifeboat_drill_state{plan=\"erp\"}");
+    assert_eq!(state, Some(0.0), "drill state OK on /metrics");
+    let success = daemon.metric("lifeboat_drill_last_success_timestamp_seconds{plan=\"erp\"}");
+    assert!(success.unwrap() > 1.7e9, "{success:?}");
+    assert!(
+        daemon
+            .metric("lifeboat_drill_rto_seconds{plan=\"erp\"}")
+            .unwrap()
+            > 0.0
+    );
+    daemon.sigterm();
+    let exit = daemon.exit_within(Duration::from_secs(120));
+    assert!(exit.success(), "{}", daemon.log());
+
+    let (code, text) = rig.history(true);
+    assert_eq!(code, Some(0), "the daemon's reports verify: {text}");
+    // A drill the daemon's stop interrupted leaves no VM; its overlays go with the
+    // next drill of the plan.
+    assert_eq!(
+        qemu_pids(&rig.overlays),
+        Vec::<u32>::new(),
+        "a QEMU is left running"
+    );
 }

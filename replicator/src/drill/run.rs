@@ -57,6 +57,7 @@ pub async fn run_drill(
     let chain = ReportChain::open_for_append(&req.reports_dir, repo.evidence_key())?;
     let (seq, previous) = chain.next()?;
     let evidence_dir = chain.evidence_dir(seq);
+    remove_leftovers(&req.plan, &evidence_dir);
     let work_dir = req
         .plan
         .overlay_dir
@@ -106,6 +107,24 @@ pub async fn run_drill(
     };
     judge(&mut report, booted, &points);
     publish(&repo, &chain, report).await
+}
+
+/// What a drill that was killed (daemon stopped, host rebooted) left: its overlays and
+/// the evidence of the report it never wrote. Its VMs died with it (QEMU runs with
+/// a parent-death signal). Called under the chain's lock, which every drill of a
+/// plan on this repository holds, so nothing removed here is in use.
+fn remove_leftovers(plan: &Plan, evidence_dir: &Path) {
+    let suffix = format!("-{}", sanitize(&plan.name));
+    if let Ok(entries) = std::fs::read_dir(&plan.overlay_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("drill-") && name.ends_with(&suffix) {
+                tracing::info!(dir = %entry.path().display(), "removing what an interrupted drill left");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(evidence_dir);
 }
 
 /// Every VM's recovery point, with its boot group (1-based).
