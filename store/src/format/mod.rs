@@ -13,6 +13,7 @@
 //! | `snapshots/<64 hex>`        | manifest of one VM disk at one time        | yes    |
 //! | `gc/<64 hex>[.done]`        | prune plan / its completion record         | yes    |
 //! | `locks/gc-<generation>`     | the garbage-collection lease               | yes    |
+//! | `reports/drill/<seq>-<hash>`| a signed drill report (FORMAT.md §17)      | yes    |
 
 pub mod blob;
 pub mod config;
