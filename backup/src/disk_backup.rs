@@ -16,7 +16,6 @@ use lifeboat_store::format::vm_definition::VmDefinition;
 use lifeboat_store::{Progress, Repository};
 
 use crate::cbt::{self, PreparedDisk};
-use crate::definition::capture_from_qmp;
 use crate::error::BackupError;
 use crate::live::{Hooks, LiveDisk, prepare_live};
 use crate::pipeline::run_backup;
@@ -164,14 +163,10 @@ where
         upload_concurrency,
         definition,
     } = request;
-    let definition = match (definition, &input) {
-        (None, DiskInput::Live { qmp, drive, .. }) => live_definition(qmp, drive, &disk).await,
-        (definition, _) => definition,
-    };
     let (repo, prepared) = match &input {
         DiskInput::Live { qmp, drive, hooks } => {
             let repo = repository.await?;
-            let live = prepare_live(qmp, drive, &repo, &vm, &disk, hooks)
+            let live = prepare_live(qmp, drive, &repo, &vm, &disk, hooks, definition.is_none())
                 .await
                 .map_err(|source| DiskBackupError::LiveView {
                     drive: drive.clone(),
@@ -182,6 +177,10 @@ where
         }
         DiskInput::Image(image) => prepare_image(image, repository, &vm, &disk).await?,
         DiskInput::Nbd(uri) => prepare_image(Path::new(uri), repository, &vm, &disk).await?,
+    };
+    let definition = match &prepared {
+        Prepared::Live(live) if definition.is_none() => live.definition.clone(),
+        _ => definition,
     };
     let request = BackupRequest {
         source: prepared.source(),
@@ -256,16 +255,3 @@ impl PreparedBackup {
     }
 }
 
-/// The running VM's definition; a failure to read it costs the snapshot its
-/// definition (a recovery then boots on defaults and says so), not the backup.
-async fn live_definition(qmp: &Path, drive: &str, disk: &str) -> Option<VmDefinition> {
-    match capture_from_qmp(qmp, drive, disk).await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::warn!(
-                "cannot read the VM definition over QMP ({e}); the snapshot records none"
-            );
-            None
-        }
-    }
-}

@@ -5,8 +5,6 @@
 //! QMP does not know which production network a NIC is on; the NIC's netdev id
 //! stands in for it (give `--definition` or `[[group.vm.nic]]` to name networks).
 
-use std::path::Path;
-
 use lifeboat_hypervisor::qmp::{Qmp, QmpError};
 use lifeboat_store::format::vm_definition::{
     DefinedDisk, DefinedNic, DefinitionSource, DiskBus, Firmware, VmDefinition,
@@ -16,15 +14,14 @@ use serde_json::{Value, json};
 /// Where QEMU puts devices given an `id=` and those without one.
 const DEVICE_CONTAINERS: [&str; 2] = ["/machine/peripheral", "/machine/peripheral-anon"];
 
-/// Reads the definition of the VM behind `qmp_socket`; the drive `drive` (node name,
+/// Reads the definition of the VM on the monitor `qmp`; the drive `drive` (node name,
 /// device or qdev id) is the disk being backed up and gets the name `disk`.
 pub async fn capture_from_qmp(
-    qmp_socket: &Path,
+    qmp: &mut Qmp,
     drive: &str,
     disk: &str,
 ) -> Result<VmDefinition, QmpError> {
-    let mut qmp = Qmp::connect(qmp_socket).await?;
-    let machine_type = qom_get(&mut qmp, "/machine", "type").await?;
+    let machine_type = qom_get(qmp, "/machine", "type").await?;
     let machine = machine_type
         .as_str()
         .map(|t| t.trim_end_matches("-machine").to_string());
@@ -51,11 +48,11 @@ pub async fn capture_from_qmp(
     };
     let mut disks = Vec::new();
     for block in &blocks {
-        if let Some(d) = defined_disk(&mut qmp, block, (drive, disk), q35).await? {
+        if let Some(d) = defined_disk(qmp, block, (drive, disk), q35).await? {
             disks.push(d);
         }
     }
-    let nics = nics(&mut qmp).await?;
+    let nics = nics(qmp).await?;
     Ok(VmDefinition {
         source: DefinitionSource::Qmp,
         firmware,

@@ -78,9 +78,11 @@ use std::sync::Arc;
 use lifeboat_hypervisor::nbd::{ALLOCATION_CONTEXT, NbdClient, dirty_bitmap_context};
 use lifeboat_hypervisor::qmp::Qmp;
 use lifeboat_store::Repository;
+use lifeboat_store::format::vm_definition::VmDefinition;
 use serde_json::{Value, json};
 
 use crate::cbt::{BITMAP_PREFIX, previous_snapshot};
+use crate::definition::capture_from_qmp;
 use crate::error::BackupError;
 use crate::request::ReadMode;
 use crate::source::{DiskSource, NbdSource, nbd_err};
@@ -96,6 +98,9 @@ pub struct LiveDisk {
     pub mode: ReadMode,
     /// The bitmap this backup started; the snapshot records it for the next one.
     pub new_bitmap: Option<String>,
+    /// The running VM's definition, read on the same QMP connection (QEMU serves
+    /// one client per monitor socket), when the caller asked for it.
+    pub definition: Option<VmDefinition>,
     session: Option<Session>,
 }
 
@@ -119,11 +124,16 @@ pub async fn prepare_live(
     vm: &str,
     disk: &str,
     hooks: &Hooks,
+    read_definition: bool,
 ) -> Result<LiveDisk, BackupError> {
     let what = format!("drive {node} of VM {vm}");
-    let qmp = Qmp::connect(qmp_socket)
+    let mut qmp = Qmp::connect(qmp_socket)
         .await
         .map_err(|e| graph::err(&what, e))?;
+    let definition = match read_definition {
+        true => live_definition(&mut qmp, node, disk).await,
+        false => None,
+    };
     let mut session = Session::new(qmp, what);
     let info = session.resolve(node).await?;
     let what = format!("drive {} of VM {vm}", info.node_name);
@@ -146,6 +156,7 @@ pub async fn prepare_live(
             source,
             mode,
             new_bitmap: session.new_bitmap.clone(),
+            definition,
             session: Some(session),
         }),
         Err(e) => {
@@ -338,6 +349,27 @@ impl Drop for LiveDisk {
                  scratch nodes stay in QEMU until the next backup of this drive removes them",
                 s.what
             );
+        }
+    }
+}
+
+/// Longest a live backup waits for the VM's definition: a monitor too slow to answer
+/// a few queries costs the snapshot its definition, not the backup its time.
+const DEFINITION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn live_definition(qmp: &mut Qmp, drive: &str, disk: &str) -> Option<VmDefinition> {
+    match tokio::time::timeout(DEFINITION_TIMEOUT, capture_from_qmp(qmp, drive, disk)).await {
+        Ok(Ok(d)) => Some(d),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot read the VM definition over QMP ({e}); the snapshot records none");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "the VM's monitor did not describe the VM within {} s; the snapshot records no definition",
+                DEFINITION_TIMEOUT.as_secs()
+            );
+            None
         }
     }
 }
