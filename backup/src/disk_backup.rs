@@ -179,7 +179,7 @@ where
         DiskInput::Nbd(uri) => prepare_image(Path::new(uri), repository, &vm, &disk).await?,
     };
     let definition = match &prepared {
-        Prepared::Live(live) if definition.is_none() => live.definition.clone(),
+        Prepared::Live(live) if definition.is_none() => live.definition.as_deref().cloned(),
         _ => definition,
     };
     let request = BackupRequest {

@@ -100,7 +100,8 @@ pub struct LiveDisk {
     pub new_bitmap: Option<String>,
     /// The running VM's definition, read on the same QMP connection (QEMU serves
     /// one client per monitor socket), when the caller asked for it.
-    pub definition: Option<VmDefinition>,
+    /// (Boxed: it is large and rarely there.)
+    pub definition: Option<Box<VmDefinition>>,
     session: Option<Session>,
 }
 
@@ -131,7 +132,7 @@ pub async fn prepare_live(
         .await
         .map_err(|e| graph::err(&what, e))?;
     let definition = match read_definition {
-        true => live_definition(&mut qmp, node, disk).await,
+        true => live_definition(&mut qmp, node, disk).await.map(Box::new),
         false => None,
     };
     let mut session = Session::new(qmp, what);
