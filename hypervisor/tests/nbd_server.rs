@@ -68,13 +68,16 @@ impl Served {
 }
 
 async fn serve(dir: &Path) -> Served {
-    let socket = dir.join("disk.sock");
     let data = random_bytes(SIZE);
+    serve_source(dir, data.clone(), Arc::new(Memory(data))).await
+}
+
+async fn serve_source(dir: &Path, data: Bytes, source: Arc<dyn BlockSource>) -> Served {
+    let socket = dir.join("disk.sock");
     let server = NbdServer::bind(&ListenAddress::Unix(socket.clone()))
         .await
         .unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let source = Arc::new(Memory(data.clone()));
     let task = tokio::spawn(server.serve("disk".into(), source, async {
         let _ = rx.await;
     }));
@@ -434,4 +437,51 @@ async fn tcp_port_zero_reports_the_bound_port() {
     drop(client);
     let _ = tx.send(());
     task.await.unwrap().unwrap();
+}
+
+/// Memory whose reads at offset 0 take 300 ms: a repository fetching a cold block.
+struct SlowStart(Memory);
+
+#[async_trait::async_trait]
+impl BlockSource for SlowStart {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn read_at(&self, offset: u64, len: u32) -> Result<Bytes, std::io::Error> {
+        if offset == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.0.read_at(offset, len).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reads_do_not_hold_up_others_and_finish_before_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(SIZE);
+    let s = serve_source(dir.path(), data.clone(), Arc::new(SlowStart(Memory(data)))).await;
+    let mut c = go(&s.socket).await;
+    let mut both = request(0, 1, 0, 4096);
+    both.extend_from_slice(&request(0, 2, 4096, 4096));
+    c.write_all(&both).await.unwrap();
+    // The fast read overtakes the slow one; replies are matched by cookie.
+    assert_eq!(simple_reply(&mut c).await, (0, 2));
+    let mut got = vec![0u8; 4096];
+    c.read_exact(&mut got).await.unwrap();
+    assert!(got[..] == s.data[4096..8192]);
+    assert_eq!(simple_reply(&mut c).await, (0, 1));
+    c.read_exact(&mut got).await.unwrap();
+    assert!(got[..] == s.data[..4096]);
+
+    // A slow read in flight when shutdown comes is still answered, then the
+    // connection closes.
+    c.write_all(&request(0, 3, 0, 4096)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let data = s.data.clone();
+    let stopped = tokio::spawn(s.shutdown());
+    assert_eq!(simple_reply(&mut c).await, (0, 3));
+    c.read_exact(&mut got).await.unwrap();
+    assert!(got[..] == data[..4096]);
+    assert!(closed(&mut c).await, "connection open after shutdown");
+    stopped.await.unwrap().unwrap();
 }
