@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lifeboat_hypervisor::nbd::{NbdAddress, NbdClient};
+use lifeboat_hypervisor::nbd::{
+    ALLOCATION_CONTEXT, MappedExtent, NbdAddress, NbdClient, STATE_HOLE, STATE_ZERO,
+};
 use lifeboat_hypervisor::nbd_server::{BlockSource, ListenAddress, NbdServer, NbdServerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -484,4 +486,99 @@ async fn slow_reads_do_not_hold_up_others_and_finish_before_shutdown() {
     assert!(got[..] == data[..4096]);
     assert!(closed(&mut c).await, "connection open after shutdown");
     stopped.await.unwrap().unwrap();
+}
+
+/// 1 MiB of data, then zeros it knows about: a sparse backup point.
+struct Sparse(Memory);
+
+#[async_trait::async_trait]
+impl BlockSource for Sparse {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    async fn read_at(&self, offset: u64, len: u32) -> Result<Bytes, std::io::Error> {
+        self.0.read_at(offset, len).await
+    }
+    fn zero_ranges(&self, offset: u64, len: u32) -> Option<Vec<(u64, u64, bool)>> {
+        let (start, end, mib) = (offset, offset + u64::from(len), MIB as u64);
+        let mut v = Vec::new();
+        if start < mib {
+            v.push((start, end.min(mib) - start, false));
+        }
+        if end > mib {
+            v.push((start.max(mib), end - start.max(mib), true));
+        }
+        Some(v)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_replies_and_allocation_map_for_clients_that_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = random_bytes(SIZE).to_vec();
+    data[MIB..].fill(0);
+    let data = Bytes::from(data);
+    let s = serve_source(dir.path(), data.clone(), Arc::new(Sparse(Memory(data)))).await;
+    let addr = NbdAddress::parse(&s.uri()).unwrap();
+    let client = NbdClient::connect(&addr, &[ALLOCATION_CONTEXT.to_string()])
+        .await
+        .unwrap();
+    let map = client
+        .map(ALLOCATION_CONTEXT, 0, SIZE as u64)
+        .await
+        .unwrap();
+    let zero = STATE_HOLE | STATE_ZERO;
+    let want = [(0, MIB as u64, 0), (MIB as u64, (SIZE - MIB) as u64, zero)].map(
+        |(offset, length, flags)| MappedExtent {
+            offset,
+            length,
+            flags,
+        },
+    );
+    assert_eq!(map, want);
+    // Reads come back as structured data chunks.
+    let got = client.read(MIB as u64 - 100, 200).await.unwrap();
+    assert!(got[..] == s.data[MIB - 100..MIB + 100]);
+    assert!(
+        client.read(SIZE as u64 - 10, 20).await.is_err(),
+        "read past the end"
+    );
+    drop(client);
+
+    // QEMU sees the same map, and copies the disk correctly through it.
+    let json = ok("qemu-img", &["map", "--output=json", "-f", "raw", &s.uri()]).await;
+    let line = |start: usize| {
+        json.lines()
+            .find(|l| l.contains(&format!("\"start\": {start}, ")))
+            .unwrap_or_else(|| panic!("no extent at {start} in {json}"))
+    };
+    assert!(
+        line(0).contains(&format!("\"length\": {MIB}, ")) && line(0).contains("\"data\": true"),
+        "{json}"
+    );
+    let zeros = line(MIB);
+    assert!(
+        zeros.contains(&format!("\"length\": {}, ", SIZE - MIB)),
+        "{json}"
+    );
+    assert!(
+        zeros.contains("\"zero\": true") && zeros.contains("\"data\": false"),
+        "{json}"
+    );
+    let out = dir.path().join("out.raw");
+    ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            &s.uri(),
+            "-O",
+            "raw",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(std::fs::read(&out).unwrap() == s.data[..], "copy differs");
+    s.shutdown().await.unwrap();
 }

@@ -32,7 +32,7 @@ pub(crate) const OPT_SET_META_CONTEXT: u32 = 10;
 // Option reply types (the errors are in `error`).
 pub(crate) const REP_ACK: u32 = 1;
 pub(crate) const REP_INFO: u32 = 3;
-const REP_META_CONTEXT: u32 = 4;
+pub(crate) const REP_META_CONTEXT: u32 = 4;
 
 // NBD_REP_INFO types.
 pub(crate) const INFO_EXPORT: u16 = 0;

@@ -10,15 +10,20 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::nbd::ALLOCATION_CONTEXT;
 use crate::nbd::error::{REP_ERR, REP_ERR_UNSUP};
 use crate::nbd::handshake::{
     FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT, MAX_STRING,
-    NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_REPLY_MAGIC, REP_ACK, REP_INFO,
+    NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_REPLY_MAGIC, OPT_SET_META_CONTEXT,
+    OPT_STRUCTURED_REPLY, REP_ACK, REP_INFO, REP_META_CONTEXT,
 };
 use crate::nbd::transmission::{FLAG_READ_ONLY, MAX_READ};
 
 const OPT_LIST: u32 = 3;
 const OPT_INFO: u32 = 6;
+const OPT_LIST_META_CONTEXT: u32 = 9;
+/// The id `base:allocation` gets; the only context this server offers.
+pub(super) const ALLOCATION_ID: u32 = 1;
 const REP_SERVER: u32 = 2;
 const REP_ERR_INVALID: u32 = REP_ERR + 3;
 const REP_ERR_UNKNOWN: u32 = REP_ERR + 6;
@@ -38,10 +43,19 @@ pub(super) struct Export<'a> {
     pub size: u64,
 }
 
+/// What transmission must honour.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Negotiated {
+    /// Replies are structured (`NBD_OPT_STRUCTURED_REPLY`).
+    pub structured: bool,
+    /// `base:allocation` was selected, with id [`ALLOCATION_ID`].
+    pub allocation: bool,
+}
+
 /// How the handshake ended without an error.
 pub(super) enum Outcome {
     /// The client selected the export: go on to transmission.
-    Transmission,
+    Transmission(Negotiated),
     /// The client aborted or asked for an unknown export with the old option.
     Closed,
 }
@@ -68,6 +82,7 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(bad("client flags not fixed-newstyle or unknown"));
     }
     let no_zeroes = client_flags & u32::from(FLAG_NO_ZEROES) != 0;
+    let mut state = Negotiated::default();
     loop {
         let magic = s.read_u64().await?;
         if magic != IHAVEOPT {
@@ -83,7 +98,7 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data).await?;
         match option {
-            OPT_EXPORT_NAME => return export_name(s, export, &data, no_zeroes).await,
+            OPT_EXPORT_NAME => return export_name(s, export, &data, no_zeroes, state).await,
             OPT_ABORT => {
                 // The client may already have gone; an error here means nothing.
                 let _ = reply(s, option, REP_ACK, &[]).await;
@@ -92,7 +107,18 @@ pub(super) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             OPT_LIST => list(s, export, &data).await?,
             OPT_INFO | OPT_GO => {
                 if info(s, option, export, &data).await? && option == OPT_GO {
-                    return Ok(Outcome::Transmission);
+                    return Ok(Outcome::Transmission(state));
+                }
+            }
+            OPT_STRUCTURED_REPLY if data.is_empty() => {
+                state.structured = true;
+                reply(s, option, REP_ACK, &[]).await?;
+            }
+            OPT_STRUCTURED_REPLY => reply(s, option, REP_ERR_INVALID, b"takes no data").await?,
+            OPT_SET_META_CONTEXT | OPT_LIST_META_CONTEXT => {
+                let selected = meta_context(s, option, export, &data, state.structured).await?;
+                if option == OPT_SET_META_CONTEXT {
+                    state.allocation = selected;
                 }
             }
             _ => reply(s, option, REP_ERR_UNSUP, b"option not supported").await?,
@@ -110,6 +136,7 @@ async fn export_name<S: AsyncWrite + Unpin>(
     export: &Export<'_>,
     asked: &[u8],
     no_zeroes: bool,
+    state: Negotiated,
 ) -> io::Result<Outcome> {
     if !name_matches(export, asked) {
         return Ok(Outcome::Closed);
@@ -122,7 +149,76 @@ async fn export_name<S: AsyncWrite + Unpin>(
     }
     s.write_all(&b).await?;
     s.flush().await?;
-    Ok(Outcome::Transmission)
+    Ok(Outcome::Transmission(state))
+}
+
+/// Splits a length-prefixed string off the front of `data`.
+fn take_string(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+    if n > MAX_STRING {
+        return None;
+    }
+    Some((data.get(4..4 + n)?, data.get(4 + n..)?))
+}
+
+/// `NBD_OPT_SET_META_CONTEXT` / `NBD_OPT_LIST_META_CONTEXT`: only `base:allocation`
+/// exists. Returns whether it was selected (listed, for LIST).
+async fn meta_context<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    option: u32,
+    export: &Export<'_>,
+    data: &[u8],
+    structured: bool,
+) -> io::Result<bool> {
+    if !structured && option == OPT_SET_META_CONTEXT {
+        return reply(
+            s,
+            option,
+            REP_ERR_INVALID,
+            b"negotiate structured replies first",
+        )
+        .await
+        .map(|_| false);
+    }
+    let mut queries = Vec::new();
+    let parsed = take_string(data).and_then(|(name, rest)| {
+        let count = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let mut rest = &rest[4..];
+        // Each query takes at least 4 bytes, so `count` is bounded by the data.
+        for _ in 0..count {
+            let (q, r) = take_string(rest)?;
+            queries.push(q);
+            rest = r;
+        }
+        rest.is_empty().then_some(name)
+    });
+    let Some(name) = parsed else {
+        return reply(
+            s,
+            option,
+            REP_ERR_INVALID,
+            b"malformed meta context request",
+        )
+        .await
+        .map(|_| false);
+    };
+    if !name_matches(export, name) {
+        return reply(s, option, REP_ERR_UNKNOWN, b"no such export")
+            .await
+            .map(|_| false);
+    }
+    let wanted = |q: &&[u8]| {
+        *q == ALLOCATION_CONTEXT.as_bytes() || (option == OPT_LIST_META_CONTEXT && *q == b"base:")
+    };
+    let selected =
+        queries.iter().any(wanted) || (option == OPT_LIST_META_CONTEXT && queries.is_empty());
+    if selected {
+        let mut m = ALLOCATION_ID.to_be_bytes().to_vec();
+        m.extend_from_slice(ALLOCATION_CONTEXT.as_bytes());
+        reply(s, option, REP_META_CONTEXT, &m).await?;
+    }
+    reply(s, option, REP_ACK, &[]).await?;
+    Ok(selected)
 }
 
 async fn list<S: AsyncWrite + Unpin>(

@@ -217,7 +217,7 @@ where
         _ = stopping.wait_for(|&s| s) => Outcome::Closed,
     };
     match outcome {
-        Outcome::Transmission => transmit(r, w, source, stop).await,
+        Outcome::Transmission(mode) => transmit(r, w, source, mode, stop).await,
         Outcome::Closed => Ok(()),
     }
 }

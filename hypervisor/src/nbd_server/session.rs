@@ -14,10 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::negotiate::Negotiated;
 use super::source::BlockSource;
+use super::status::extents;
 use crate::nbd::transmission::{
-    CMD_DISC, CMD_FLUSH, CMD_READ, CMD_WRITE, CMD_WRITE_ZEROES, MAX_READ, REQUEST_MAGIC,
-    SIMPLE_REPLY_MAGIC,
+    CMD_BLOCK_STATUS, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_WRITE, CMD_WRITE_ZEROES, MAX_READ,
+    REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR_BIT, REPLY_TYPE_NONE,
+    REPLY_TYPE_OFFSET_DATA, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC,
 };
 
 const CMD_TRIM: u16 = 4;
@@ -27,15 +30,40 @@ const EINVAL: u32 = 22;
 /// Bytes of read data a connection may hold at once (two maximum-size reads).
 const IN_FLIGHT_BUDGET: usize = 2 * MAX_READ as usize;
 
+/// `NBD_REPLY_TYPE_ERROR`.
+const REPLY_TYPE_ERROR: u16 = REPLY_TYPE_ERROR_BIT + 1;
+/// Command flag: report a single block-status extent.
+const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
+
+enum Body {
+    Done,
+    Error(u32),
+    Data(Bytes),
+    /// An encoded `NBD_REPLY_TYPE_BLOCK_STATUS` payload.
+    Status(Vec<u8>),
+}
+
 struct Reply {
-    error: u32,
     cookie: u64,
-    data: Option<Bytes>,
+    offset: u64,
+    body: Body,
     /// Released once the data is on the wire.
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+impl Reply {
+    fn new(req: &Request, body: Body) -> Reply {
+        Reply {
+            cookie: req.cookie,
+            offset: req.offset,
+            body,
+            _budget: None,
+        }
+    }
+}
+
 struct Request {
+    flags: u16,
     kind: u16,
     cookie: u64,
     offset: u64,
@@ -48,6 +76,7 @@ pub(super) async fn transmit<R, W>(
     mut r: R,
     w: W,
     source: Arc<dyn BlockSource>,
+    mode: Negotiated,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
@@ -55,7 +84,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Reply>(64);
-    let writer = tokio::spawn(write_replies(w, rx));
+    let writer = tokio::spawn(write_replies(w, rx, mode.structured));
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BUDGET));
     let mut reads = JoinSet::new();
     let result = loop {
@@ -73,7 +102,7 @@ where
         if req.kind == CMD_DISC {
             break Ok(());
         }
-        if let Err(e) = dispatch(&mut r, req, &source, &budget, &tx, &mut reads).await {
+        if let Err(e) = dispatch(&mut r, req, mode, &source, &budget, &tx, &mut reads).await {
             break Err(e);
         }
     };
@@ -87,6 +116,7 @@ where
 async fn dispatch<R: AsyncRead + Unpin>(
     r: &mut R,
     req: Request,
+    mode: Negotiated,
     source: &Arc<dyn BlockSource>,
     budget: &Arc<Semaphore>,
     tx: &mpsc::Sender<Reply>,
@@ -119,18 +149,32 @@ async fn dispatch<R: AsyncRead + Unpin>(
         CMD_TRIM | CMD_WRITE_ZEROES => EPERM,
         // Nothing is ever written, so there is nothing to flush.
         CMD_FLUSH => 0,
+        CMD_BLOCK_STATUS if mode.allocation => match check_status(&req, source.size()) {
+            0 => {
+                let one = req.flags & CMD_FLAG_REQ_ONE != 0;
+                let payload = extents(source.as_ref(), req.offset, req.len, one);
+                return send(tx, Reply::new(&req, Body::Status(payload))).await;
+            }
+            e => e,
+        },
         _ => EINVAL,
     };
-    send(
-        tx,
-        Reply {
-            error,
-            cookie: req.cookie,
-            data: None,
-            _budget: None,
-        },
-    )
-    .await
+    let body = if error == 0 {
+        Body::Done
+    } else {
+        Body::Error(error)
+    };
+    send(tx, Reply::new(&req, body)).await
+}
+
+fn check_status(req: &Request, size: u64) -> u32 {
+    let end = req.offset.checked_add(u64::from(req.len));
+    // No data travels back, so any u32 length is fine.
+    if req.len == 0 || end.is_none_or(|e| e > size) {
+        EINVAL
+    } else {
+        0
+    }
 }
 
 fn check_read(req: &Request, size: u64) -> u32 {
@@ -150,10 +194,8 @@ async fn read(
 ) {
     let reply = match source.read_at(req.offset, req.len).await {
         Ok(data) if data.len() == req.len as usize => Reply {
-            error: 0,
-            cookie: req.cookie,
-            data: Some(data),
             _budget: Some(permit),
+            ..Reply::new(&req, Body::Data(data))
         },
         Ok(data) => {
             tracing::error!(
@@ -162,21 +204,11 @@ async fn read(
                 got = data.len(),
                 "NBD server: block source returned the wrong number of bytes"
             );
-            Reply {
-                error: EIO,
-                cookie: req.cookie,
-                data: None,
-                _budget: None,
-            }
+            Reply::new(&req, Body::Error(EIO))
         }
         Err(e) => {
             tracing::error!(offset = req.offset, len = req.len, error = %e, "NBD server: reading the block source failed");
-            Reply {
-                error: EIO,
-                cookie: req.cookie,
-                data: None,
-                _budget: None,
-            }
+            Reply::new(&req, Body::Error(EIO))
         }
     };
     // The writer only stops when the client is gone; nobody is left to tell.
@@ -192,14 +224,16 @@ async fn send(tx: &mpsc::Sender<Reply>, reply: Reply) -> io::Result<()> {
 async fn write_replies<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Reply>,
+    structured: bool,
 ) -> io::Result<()> {
     while let Some(reply) = rx.recv().await {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-        h[4..8].copy_from_slice(&reply.error.to_be_bytes());
-        h[8..16].copy_from_slice(&reply.cookie.to_be_bytes());
-        w.write_all(&h).await?;
-        if let Some(data) = &reply.data {
+        let (head, data) = if structured {
+            encode_chunk(&reply)
+        } else {
+            encode_simple(&reply)
+        };
+        w.write_all(&head).await?;
+        if let Some(data) = data {
             w.write_all(data).await?;
         }
         if rx.is_empty() {
@@ -208,6 +242,50 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     }
     w.flush().await?;
     w.shutdown().await
+}
+
+/// A simple reply: header, then the data of a successful read.
+fn encode_simple(reply: &Reply) -> (Vec<u8>, Option<&[u8]>) {
+    let (error, data) = match &reply.body {
+        Body::Done => (0, None),
+        Body::Error(e) => (*e, None),
+        Body::Data(d) => (0, Some(&d[..])),
+        // Block status is refused unless structured replies were negotiated.
+        Body::Status(_) => (EINVAL, None),
+    };
+    let mut h = Vec::with_capacity(16);
+    h.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    h.extend_from_slice(&error.to_be_bytes());
+    h.extend_from_slice(&reply.cookie.to_be_bytes());
+    (h, data)
+}
+
+/// One structured chunk, always the last (`NBD_REPLY_FLAG_DONE`).
+fn encode_chunk(reply: &Reply) -> (Vec<u8>, Option<&[u8]>) {
+    let (kind, mut payload, data) = match &reply.body {
+        Body::Done => (REPLY_TYPE_NONE, Vec::new(), None),
+        // Error code, then an empty message.
+        Body::Error(e) => (
+            REPLY_TYPE_ERROR,
+            [&e.to_be_bytes()[..], &[0, 0]].concat(),
+            None,
+        ),
+        Body::Data(d) => (
+            REPLY_TYPE_OFFSET_DATA,
+            reply.offset.to_be_bytes().to_vec(),
+            Some(&d[..]),
+        ),
+        Body::Status(p) => (REPLY_TYPE_BLOCK_STATUS, p.clone(), None),
+    };
+    let len = payload.len() + data.map_or(0, <[u8]>::len);
+    let mut h = Vec::with_capacity(20 + payload.len());
+    h.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    h.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    h.extend_from_slice(&kind.to_be_bytes());
+    h.extend_from_slice(&reply.cookie.to_be_bytes());
+    h.extend_from_slice(&(len as u32).to_be_bytes());
+    h.append(&mut payload);
+    (h, data)
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -228,6 +306,7 @@ async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Requ
     r.read_exact(&mut b[4..]).await?;
     let be64 = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap_or_default());
     Ok(Some(Request {
+        flags: u16::from_be_bytes([b[4], b[5]]),
         kind: u16::from_be_bytes([b[6], b[7]]),
         cookie: be64(8),
         offset: be64(16),

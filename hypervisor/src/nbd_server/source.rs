@@ -15,8 +15,9 @@ pub trait BlockSource: Send + Sync + 'static {
     /// returned to the client as `NBD_EIO` and logged.
     async fn read_at(&self, offset: u64, len: u32) -> Result<Bytes, std::io::Error>;
     /// Known-zero ranges as `(offset, length, zero)` for `NBD_CMD_BLOCK_STATUS`
-    /// `base:allocation`. `None` (the default) reports everything as data. Not used
-    /// yet: the server does not negotiate structured replies.
+    /// `base:allocation`: consecutive ranges from `offset`, in order, within
+    /// `[offset, offset + len)` (they may cover less). `None` (the default) reports
+    /// everything as data.
     fn zero_ranges(&self, _offset: u64, _len: u32) -> Option<Vec<(u64, u64, bool)>> {
         None
     }
