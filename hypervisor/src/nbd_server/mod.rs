@@ -8,8 +8,8 @@
 //! every other option is answered `NBD_REP_ERR_UNSUP`), simple or structured replies
 //! (one chunk per request), and `READ`, `BLOCK_STATUS`, `FLUSH` (a no-op) and `DISC`.
 //! Writes, trims and write-zeroes fail with `NBD_EPERM`. Every length a client sends
-//! is checked before anything is allocated for it, and each connection keeps at most
-//! 64 MiB of reads in flight.
+//! is checked before anything is allocated for it; each connection keeps at most
+//! 64 MiB of reads in flight, and at most 64 clients are served at once.
 //!
 //! Files: `server` (listening, accepting, shutdown) → `negotiate` (the handshake
 //! phase) and `session` (the transmission phase, with `status` for block status) →

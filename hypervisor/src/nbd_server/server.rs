@@ -18,6 +18,8 @@ use super::negotiate::{Export, Outcome, negotiate};
 use super::session::transmit;
 use super::source::{BlockSource, ListenAddress};
 
+/// Clients served at once: each may hold 64 MiB of reads in flight.
+const MAX_CONNECTIONS: usize = 64;
 /// A client that connects but never finishes the handshake must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -100,6 +102,10 @@ impl NbdServer {
             };
             while conns.try_join_next().is_some() {}
             match accepted {
+                Ok(Some(_)) if conns.len() >= MAX_CONNECTIONS => {
+                    // Dropping the stream refuses the client; serving goes on.
+                    tracing::warn!(addr = %self.addr, "NBD server: {MAX_CONNECTIONS} clients connected, refusing another");
+                }
                 Ok(Some(stream)) => {
                     let (name, source, stop) =
                         (Arc::clone(&name), Arc::clone(&source), stop_rx.clone());

@@ -29,6 +29,8 @@ const EIO: u32 = 5;
 const EINVAL: u32 = 22;
 /// Bytes of read data a connection may hold at once (two maximum-size reads).
 const IN_FLIGHT_BUDGET: usize = 2 * MAX_READ as usize;
+/// The least a read takes from the budget.
+const MIN_CHARGE: u32 = 16 << 10;
 
 /// `NBD_REPLY_TYPE_ERROR`.
 const REPLY_TYPE_ERROR: u16 = REPLY_TYPE_ERROR_BIT + 1;
@@ -125,8 +127,10 @@ async fn dispatch<R: AsyncRead + Unpin>(
     let error = match req.kind {
         CMD_READ => match check_read(&req, source.size()) {
             0 => {
+                // Tiny reads are charged more than their size, which also caps the
+                // number of read tasks a connection can have waiting (4096).
                 let permit = Arc::clone(budget)
-                    .acquire_many_owned(req.len)
+                    .acquire_many_owned(req.len.max(MIN_CHARGE))
                     .await
                     .map_err(io::Error::other)?;
                 reads.spawn(read(req, Arc::clone(source), tx.clone(), permit));
