@@ -13,35 +13,35 @@ use super::error::{NbdError, REP_ERR, REP_ERR_UNSUP, context_hint, refusal_reaso
 use super::transmission::MAX_READ;
 
 // Magic numbers.
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943; // "NBDMAGIC"
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054; // "IHAVEOPT"
+pub(crate) const NBDMAGIC: u64 = 0x4e42_444d_4147_4943; // "NBDMAGIC"
+pub(crate) const IHAVEOPT: u64 = 0x4948_4156_454f_5054; // "IHAVEOPT"
 const CLISERV_MAGIC: u64 = 0x0000_4202_8186_1253; // oldstyle negotiation
-const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub(crate) const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 
 // Handshake flags (server) and client flags share bit positions.
-const FLAG_FIXED_NEWSTYLE: u16 = 1;
-const FLAG_NO_ZEROES: u16 = 2;
+pub(crate) const FLAG_FIXED_NEWSTYLE: u16 = 1;
+pub(crate) const FLAG_NO_ZEROES: u16 = 2;
 
 // Options.
-const OPT_EXPORT_NAME: u32 = 1;
-const OPT_ABORT: u32 = 2;
-const OPT_GO: u32 = 7;
-const OPT_STRUCTURED_REPLY: u32 = 8;
-const OPT_SET_META_CONTEXT: u32 = 10;
+pub(crate) const OPT_EXPORT_NAME: u32 = 1;
+pub(crate) const OPT_ABORT: u32 = 2;
+pub(crate) const OPT_GO: u32 = 7;
+pub(crate) const OPT_STRUCTURED_REPLY: u32 = 8;
+pub(crate) const OPT_SET_META_CONTEXT: u32 = 10;
 
 // Option reply types (the errors are in `error`).
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
-const REP_META_CONTEXT: u32 = 4;
+pub(crate) const REP_ACK: u32 = 1;
+pub(crate) const REP_INFO: u32 = 3;
+pub(crate) const REP_META_CONTEXT: u32 = 4;
 
 // NBD_REP_INFO types.
-const INFO_EXPORT: u16 = 0;
-const INFO_BLOCK_SIZE: u16 = 3;
+pub(crate) const INFO_EXPORT: u16 = 0;
+pub(crate) const INFO_BLOCK_SIZE: u16 = 3;
 
 /// Option replies are small (names, sizes, messages ≤ 4096 bytes by the spec).
 const MAX_OPTION_REPLY: u32 = 64 << 10;
 /// NBD strings are at most 4096 bytes.
-const MAX_STRING: usize = 4096;
+pub(crate) const MAX_STRING: usize = 4096;
 
 /// The outcome of a successful handshake.
 #[derive(Debug)]

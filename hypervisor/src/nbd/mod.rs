@@ -30,12 +30,12 @@
 mod address;
 mod client;
 mod connection;
-mod error;
+pub(crate) mod error;
 mod extents;
 pub(crate) mod handshake;
 mod pending;
 mod replies;
-mod transmission;
+pub(crate) mod transmission;
 
 pub use address::{DEFAULT_PORT, NbdAddress};
 pub use client::NbdClient;

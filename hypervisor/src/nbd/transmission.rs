@@ -14,9 +14,9 @@ use super::error::NbdError;
 /// `NbdClient::max_read_len`). 32 MiB is what the spec says every server handles.
 pub const MAX_READ: u32 = 32 << 20;
 
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+pub(crate) const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub(crate) const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub(crate) const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 /// Transmission flag: the export is read-only.
 pub(crate) const FLAG_READ_ONLY: u16 = 1 << 1;
