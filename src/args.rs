@@ -6,10 +6,12 @@ use clap::{Args, Parser, Subcommand};
 
 mod defaults;
 mod drill;
+mod export;
 mod replicate;
 
-pub use defaults::DEFAULT_CONFIG;
+pub use defaults::{DEFAULT_CONFIG, parse_size};
 pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
+pub use export::ExportArgs;
 pub use replicate::{ReplicateArgs, SourcePassword};
 
 /// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
@@ -91,6 +93,9 @@ pub enum Command {
     /// Test failover: boot a recovery plan's VMs on this site in an isolated network,
     /// prove they come up, keep signed evidence (`drill history --verify`)
     Drill(DrillArgs),
+    /// Serve a snapshot's disk read-only over NBD straight from the repository
+    /// (instant recovery: boot a VM on an overlay backed by it)
+    Export(ExportArgs),
 }
 
 /// Shown by `lifeboat status --help`; README says the same.
@@ -417,28 +422,6 @@ pub enum KeyCommand {
         /// Key slot id, as `key list` shows it
         id: String,
     },
-}
-
-/// Parses sizes like `4096`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).
-pub fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 1MiB or 262144"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?}; use K, M or G"
-            ));
-        }
-    };
-    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
 }
 
 fn parse_percent_or_zero(s: &str) -> Result<f64, String> {

@@ -195,7 +195,8 @@ fn standby_state(dir: &Path) -> Vec<(PathBuf, String)> {
 #[test]
 fn drill_boots_the_good_guest_and_names_the_panic_of_the_broken_one() {
     let rig = Rig::new(&[("web01", false), ("broken01", true)]);
-    // web01 boots from a warm standby point; broken01 (no standby) is restored first.
+    // web01 boots from a warm standby point; broken01 (no standby) from the snapshot
+    // served straight from the repository over NBD.
     rig.secondary.ok(&[
         "standby",
         "sync",
@@ -244,7 +245,7 @@ fn drill_boots_the_good_guest_and_names_the_panic_of_the_broken_one() {
     assert!(console.contains(MARKER), "the whole console log is kept");
 
     assert_eq!(broken["verdict"], "FAILED", "{broken}");
-    assert_eq!(broken["disks"][0]["from"], "restore", "{broken}");
+    assert_eq!(broken["disks"][0]["from"], "export", "{broken}");
     let reason = broken["reason"].as_str().unwrap();
     assert!(
         reason.contains("Kernel panic"),
@@ -327,7 +328,7 @@ fn a_drill_that_cannot_run_says_why_and_leaves_nothing() {
     );
     assert_eq!(result["report"]["verdict"], "PASSED");
     assert!(result["report"]["rto_secs"].as_f64().unwrap() > 0.0);
-    assert_eq!(result["report"]["vms"][0]["disks"][0]["from"], "restore");
+    assert_eq!(result["report"]["vms"][0]["disks"][0]["from"], "export");
     rig.assert_nothing_left();
 }
 

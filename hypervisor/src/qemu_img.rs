@@ -97,9 +97,20 @@ pub async fn remove_bitmap(image: &Path, name: &str) -> Result<(), ToolError> {
 /// that qcow2 file. A relative `backing` is stored as given and resolved from the
 /// overlay's directory, so a directory of chained images can move as a whole.
 pub async fn create_qcow2(image: &Path, size: u64, backing: Option<&str>) -> Result<(), ToolError> {
+    create_overlay(image, size, backing.map(|b| (b, "qcow2"))).await
+}
+
+/// Creates the qcow2 image `image` of `size` bytes, an overlay on `backing` of the
+/// given format when one is given: a file name (resolved as for [`create_qcow2`]) or
+/// an NBD URI (`nbd+unix:///?socket=PATH`, with format `raw`).
+pub async fn create_overlay(
+    image: &Path,
+    size: u64,
+    backing: Option<(&str, &str)>,
+) -> Result<(), ToolError> {
     let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
-    if let Some(b) = backing {
-        args.extend(["-b".into(), b.into(), "-F".into(), "qcow2".into()]);
+    if let Some((b, format)) = backing {
+        args.extend(["-b".into(), b.into(), "-F".into(), format.into()]);
     }
     // Run in the image's directory, so that QEMU versions that resolve a relative
     // backing name from the current directory agree with those that resolve it from

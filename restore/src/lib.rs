@@ -5,6 +5,7 @@
 //! the snapshot, disk and offset each problem affects.
 
 mod error;
+pub mod export;
 pub mod restore;
 pub mod verify;
 

@@ -9,7 +9,8 @@ use super::defaults::DEFAULT_CONFIG;
 
 const DRILL_HELP: &str = "\
 A drill boots every VM of the plan on this (secondary) site from its recovery point —
-copy-on-write overlays on the warm standby disks, or disks restored from the replica —
+copy-on-write overlays on the warm standby disks, or on the snapshots served from the
+replica over NBD (instant recovery, no full restore first) —
 in the plan's isolated test network, waits for each VM's health checks, keeps the
 evidence (console log, screenshot, timings, verdict), then stops the VMs and removes
 the overlays. Production, backups and replication go on untouched.
@@ -42,7 +43,7 @@ pub struct DrillRunArgs {
     pub point: String,
     #[command(flatten)]
     pub files: DrillFiles,
-    /// Ranged reads in flight when a disk must be restored (no standby point)
+    /// Ranged reads in flight when a disk is served from the repository (no standby point)
     #[arg(long, default_value_t = 16)]
     pub fetches: usize,
 }

@@ -6,6 +6,7 @@
 mod backup;
 mod daemon;
 mod drill;
+mod export;
 mod forget;
 mod init;
 mod key;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(g, a).await,
         Command::Verify(a) => return verify::run(g, a).await,
         Command::Drill(a) => return drill::run(g, a).await,
+        Command::Export(a) => export::run(g, a).await,
         Command::Forget(a) => forget::run(g, a).await,
         Command::Prune(a) => prune::run(g, a).await,
         Command::Key(k) => key::run(g, k).await,

@@ -362,7 +362,9 @@ async fn live_definition(qmp: &mut Qmp, drive: &str, disk: &str) -> Option<VmDef
     match tokio::time::timeout(DEFINITION_TIMEOUT, capture_from_qmp(qmp, drive, disk)).await {
         Ok(Ok(d)) => Some(d),
         Ok(Err(e)) => {
-            tracing::warn!("cannot read the VM definition over QMP ({e}); the snapshot records none");
+            tracing::warn!(
+                "cannot read the VM definition over QMP ({e}); the snapshot records none"
+            );
             None
         }
         Err(_) => {

@@ -1,20 +1,22 @@
 //! A drilled VM's disks: for each disk of its recovery point, a throwaway writable
-//! image the VM boots from — a qcow2 overlay on the warm standby point that reads as
-//! the snapshot (instant, the standby stays untouched), or, without one, the snapshot
-//! restored from the repository into the drill's work directory.
+//! qcow2 overlay the VM boots from — on the warm standby point that reads as the
+//! snapshot (the standby stays untouched), or, without one, on the snapshot served
+//! straight from the repository over NBD by this process (instant recovery: the VM
+//! starts at once and fetches what it reads; no full restore first).
 //!
 //! Also the VM's definition, from the newest disk snapshot of the point that carries
 //! one; without any, defaults, and a warning in the report.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use lifeboat_hypervisor::ToolError;
+use lifeboat_hypervisor::nbd_server::{ListenAddress, NbdServer};
 use lifeboat_hypervisor::qemu_img;
-use lifeboat_restore::{RestoreRequest, restore_snapshot};
+use lifeboat_restore::export::{ExportOptions, SnapshotDisk};
 use lifeboat_store::format::vm_definition::{DefinedDisk, DiskBus, VmDefinition};
-use lifeboat_store::{Progress, Repository, SnapshotSummary};
+use lifeboat_store::{Repository, SnapshotSummary};
+use tokio::sync::oneshot;
 
 use super::error::DrillError;
 use super::report::BootedDisk;
@@ -36,8 +38,9 @@ pub(crate) struct ReadyVm {
     pub(crate) definition: VmDefinition,
     pub(crate) disks: Vec<ReadyDisk>,
     pub(crate) warnings: Vec<String>,
-    /// Time spent restoring disks that had no standby point.
-    pub(crate) restore_time: Duration,
+    /// Snapshots served over NBD to the overlays of disks without a standby point;
+    /// they stop when the value is dropped, after the VM.
+    _exports: Vec<ServedExport>,
     _held: Vec<HeldPoints>,
 }
 
@@ -61,7 +64,7 @@ impl DiskSources<'_> {
         })?;
         let mut disks = Vec::new();
         let mut held = Vec::new();
-        let mut restore_time = Duration::ZERO;
+        let mut exports = Vec::new();
         for defined in &definition.disks {
             let Some(snapshot) = point.get(&defined.name) else {
                 warnings.push(format!(
@@ -78,16 +81,27 @@ impl DiskSources<'_> {
             let disk = match image {
                 Some(point_image) => {
                     let overlay = vm_dir.join(format!("{}.qcow2", sanitize(&defined.name)));
-                    overlay_on(&overlay, &point_image, snapshot.meta.size, &vm_dir).await?;
+                    let backing =
+                        point_image
+                            .canonicalize()
+                            .map_err(|source| DrillError::OverlayDir {
+                                dir: point_image.clone(),
+                                source,
+                            })?;
+                    let backing = backing.to_string_lossy();
+                    create_overlay(&overlay, snapshot.meta.size, (&backing, "qcow2"), &vm_dir)
+                        .await?;
                     held.extend(standby);
                     ready(overlay, "qcow2", defined, snapshot, "standby")
                 }
                 None => {
-                    let target = vm_dir.join(format!("{}.raw", sanitize(&defined.name)));
-                    let t = Instant::now();
-                    self.restore(snapshot, &target).await?;
-                    restore_time += t.elapsed();
-                    ready(target, "raw", defined, snapshot, "restore")
+                    let name = sanitize(&defined.name);
+                    let socket = vm_dir.join(format!("{name}.nbd"));
+                    exports.push(self.export(snapshot, &socket).await?);
+                    let overlay = vm_dir.join(format!("{name}.qcow2"));
+                    let uri = format!("nbd+unix:///?socket={}", socket.display());
+                    create_overlay(&overlay, snapshot.meta.size, (&uri, "raw"), &vm_dir).await?;
+                    ready(overlay, "qcow2", defined, snapshot, "export")
                 }
             };
             disks.push(disk);
@@ -97,28 +111,51 @@ impl DiskSources<'_> {
             definition,
             disks,
             warnings,
-            restore_time,
+            _exports: exports,
             _held: held,
         })
     }
 
-    async fn restore(&self, snapshot: &SnapshotSummary, target: &Path) -> Result<(), DrillError> {
-        let request = RestoreRequest {
-            snapshot: snapshot.clone(),
-            target: target.to_path_buf(),
-            overwrite: true,
-            concurrency: self.fetches.max(1),
+    /// Serves `snapshot` on the unix socket `socket` until the returned value drops.
+    async fn export(
+        &self,
+        snapshot: &SnapshotSummary,
+        socket: &Path,
+    ) -> Result<ServedExport, DrillError> {
+        let options = ExportOptions {
+            fetches: self.fetches.max(1),
+            ..ExportOptions::default()
         };
-        restore_snapshot(self.repo.clone(), request, Arc::new(Progress::default()))
-            .await
-            .map_err(|e| match e.to_string() {
-                m if m.contains("No space left") => DrillError::NoSpace {
-                    dir: self.work_dir.to_path_buf(),
-                    what: format!("the restore of {}/{}", snapshot.meta.vm, snapshot.meta.disk),
-                },
-                _ => DrillError::Restore(e),
-            })?;
-        Ok(())
+        let disk = SnapshotDisk::open(self.repo.clone(), snapshot, options).await?;
+        let server = NbdServer::bind(&ListenAddress::Unix(socket.to_path_buf())).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let name = format!("{}/{}", snapshot.meta.vm, snapshot.meta.disk);
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = server.serve(name, Arc::new(disk), shutdown).await {
+                tracing::warn!("drill export: {e}");
+            }
+        });
+        Ok(ServedExport {
+            stop: Some(stop),
+            _task: task,
+        })
+    }
+}
+
+/// A snapshot served over NBD; dropping it stops the server.
+struct ServedExport {
+    stop: Option<oneshot::Sender<()>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ServedExport {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -142,16 +179,14 @@ fn ready(
     }
 }
 
-/// A qcow2 overlay on a standby point (absolute backing path: the overlay lives in
-/// another directory).
-async fn overlay_on(overlay: &Path, point: &Path, size: u64, dir: &Path) -> Result<(), DrillError> {
-    let backing = point
-        .canonicalize()
-        .map_err(|source| DrillError::OverlayDir {
-            dir: point.to_path_buf(),
-            source,
-        })?;
-    qemu_img::create_qcow2(overlay, size, Some(&backing.to_string_lossy()))
+/// A qcow2 overlay on `backing` (an absolute path or an NBD URI, and its format).
+async fn create_overlay(
+    overlay: &Path,
+    size: u64,
+    backing: (&str, &str),
+    dir: &Path,
+) -> Result<(), DrillError> {
+    qemu_img::create_overlay(overlay, size, Some(backing))
         .await
         .map_err(|e| match &e {
             ToolError::Failed { message, .. } if message.contains("No space left") => {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use lifeboat_hypervisor::ToolError;
 use lifeboat_hypervisor::launch::LaunchError;
+use lifeboat_hypervisor::nbd_server::NbdServerError;
 use lifeboat_restore::RestoreError;
 use lifeboat_store::StoreError;
 
@@ -79,6 +80,8 @@ pub enum DrillError {
     Tool(#[from] ToolError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    #[error("serving a snapshot to the drill over NBD: {0}")]
+    Export(#[from] NbdServerError),
 }
 
 impl DrillError {

@@ -1,10 +1,10 @@
 //! Drills (test failovers): boot every VM of a recovery plan on the secondary, from
-//! copy-on-write overlays on the warm standby points (or disks restored from the
+//! copy-on-write overlays on the warm standby points (or on the snapshots served from the
 //! replica), in the plan's isolated test network; watch each come up; keep the
 //! evidence; stop and remove everything; sign the report into a hash chain.
 //!
 //! ```text
-//! select (point per VM) ─► disks (overlay | restore) ─► boot (spec, start, watch,
+//! select (point per VM) ─► disks (overlay on standby | on NBD export) ─► boot (spec, start, watch,
 //!   evidence) ─► run (groups in order, scripts, clean-up, RTO) ─► report (JSON,
 //!   HTML, signed chain in the state dir + sealed copy in the repository)
 //! ```

@@ -30,7 +30,7 @@ pub struct DrillRequest {
     pub standby_dir: Option<PathBuf>,
     /// Where the signed reports and their evidence are kept.
     pub reports_dir: PathBuf,
-    /// Ranged reads in flight when a disk has to be restored.
+    /// Ranged reads in flight when a disk is served from the repository.
     pub fetches: usize,
     pub launcher: Arc<dyn VmLauncher>,
 }
@@ -189,7 +189,7 @@ struct Booted {
     results: Vec<VmResult>,
     /// Seconds from the drill's start to the last VM healthy.
     last_healthy: Option<f64>,
-    /// Lifeboat's time preparing disks and starting VMs (restores excluded).
+    /// Lifeboat's time preparing disks and starting VMs.
     prepare_secs: f64,
     stop_secs: f64,
 }
@@ -288,12 +288,10 @@ impl GroupRun {
         }
         let t = Instant::now();
         let ready = prepare_group(sources, req, members, sources.work_dir).await?;
-        // Restoring a disk is data movement, not Lifeboat's overhead.
-        let restoring: Duration = ready.iter().map(|(r, ..)| r.restore_time).sum();
         let mut vms = start_group(req.launcher.as_ref(), ready, &req.plan, started)
             .await
             .map_err(|(e, _)| e)?;
-        self.prepare += t.elapsed().saturating_sub(restoring);
+        self.prepare += t.elapsed();
         let watched = watch_group(group, &mut vms, evidence_dir, reports_dir).await;
         self.running.extend(vms);
         let results = watched?;

@@ -34,8 +34,8 @@ pub struct BootedDisk {
     pub snapshot: String,
     /// When that backup was taken.
     pub time: String,
-    /// `standby` (an overlay on a warm standby point) or `restore` (restored from the
-    /// repository first).
+    /// `standby` (an overlay on a warm standby point) or `export` (an overlay on the
+    /// snapshot served from the repository over NBD).
     pub from: String,
 }
 
