@@ -74,12 +74,17 @@ impl Rig {
     }
 
     fn write_config(&self, group: Vec<&str>, extra: &str) {
+        self.write_config_with(group, extra, "");
+    }
+
+    /// `extra` goes into `[[plan]]`, `vm_extra` into every `[[plan.vm]]`.
+    fn write_config_with(&self, group: Vec<&str>, extra: &str, vm_extra: &str) {
         let vms: Vec<String> = group.iter().map(|v| format!("{v:?}")).collect();
         let checks: String = group
             .iter()
             .map(|v| {
                 format!(
-                    "[[plan.vm]]\nname = {v:?}\ntimeout = \"120s\"\n\
+                    "[[plan.vm]]\nname = {v:?}\ntimeout = \"120s\"\n{vm_extra}\n\
                      health = {{ console = {MARKER:?}, tcp = {PORT} }}\n"
                 )
             })
@@ -314,6 +319,15 @@ fn a_drill_that_cannot_run_says_why_and_leaves_nothing() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("pre.sh failed"), "{text}");
+    rig.assert_nothing_left();
+
+    // A QEMU that cannot start (no PC takes 1024 CPUs): QEMU's own words, nothing
+    // left running or on disk.
+    rig.write_config_with(vec!["web01"], "", "cpus = 1024");
+    let out = rig.drill(&["erp"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("CPUs"), "QEMU's reason is quoted: {text}");
     rig.assert_nothing_left();
 
     // None of these wrote a report; a good drill then passes with an RTO.
