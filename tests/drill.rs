@@ -402,3 +402,51 @@ fn scheduled_drills_show_in_status_and_metrics() {
         "a QEMU is left running"
     );
 }
+
+/// `--keep` leaves the VMs running after the report (its disk served over NBD by the
+/// drill all the while), and SIGTERM then ends the drill with nothing left behind.
+#[test]
+fn a_kept_drill_runs_until_sigterm_then_leaves_nothing() {
+    let rig = Rig::new(&[("web01", false)]);
+    let mut drill = rig
+        .secondary
+        .cmd()
+        .args([
+            "drill",
+            "erp",
+            "--keep",
+            "--config",
+            rig.config.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = rig.state.join("drills/dr/000001.json");
+    let start = std::time::Instant::now();
+    while !report.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no report");
+        assert!(
+            drill.try_wait().unwrap().is_none(),
+            "the drill exited early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let parsed: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(parsed["kept_running"], true, "{parsed}");
+    assert_eq!(parsed["verdict"], "PASSED", "{parsed}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        drill.try_wait().unwrap().is_none(),
+        "the drill waits while the VMs run"
+    );
+    assert_eq!(qemu_pids(&rig.overlays).len(), 1, "the VM is kept running");
+
+    let pid = rustix::process::Pid::from_raw(drill.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = drill.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("kept running: web01"), "{stderr}");
+    rig.assert_nothing_left();
+}

@@ -43,6 +43,11 @@ pub struct DrillRunArgs {
     pub point: String,
     #[command(flatten)]
     pub files: DrillFiles,
+    /// Leave the VMs running after the report for manual checks (console logs and
+    /// forwarded ports are printed); Ctrl-C or SIGTERM then stops them and removes
+    /// the overlays
+    #[arg(long)]
+    pub keep: bool,
     /// Ranged reads in flight when a disk is served from the repository (no standby point)
     #[arg(long, default_value_t = 16)]
     pub fetches: usize,

@@ -13,7 +13,7 @@ use lifeboat_policies::config::RepositoryConfig;
 use lifeboat_replicator::drill::report::{
     DrillReport, DrillVerdict, HistoryCheck, ReportChain, VmVerdict, check_history,
 };
-use lifeboat_replicator::drill::{DrillRequest, PointChoice, run_drill};
+use lifeboat_replicator::drill::{DrillRequest, KeptDrill, PointChoice, run_drill};
 
 use crate::args::{
     DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs, GlobalArgs,
@@ -71,6 +71,7 @@ async fn drill(g: &GlobalArgs, a: DrillRunArgs) -> Result<ExitCode> {
         reports_dir: reports_dir(&config, &a.files, repo_config),
         fetches: a.fetches.max(1),
         launcher: Arc::new(QemuLauncher::new()),
+        keep: a.keep,
     };
     if !g.quiet && !g.json {
         eprintln!(
@@ -79,7 +80,7 @@ async fn drill(g: &GlobalArgs, a: DrillRunArgs) -> Result<ExitCode> {
             a.point
         );
     }
-    let outcome = run_drill(repo, request)
+    let mut outcome = run_drill(repo, request)
         .await
         .with_context(|| format!("drill of plan {name}"))?;
     if let Some(e) = &outcome.repository_copy_error {
@@ -98,6 +99,10 @@ async fn drill(g: &GlobalArgs, a: DrillRunArgs) -> Result<ExitCode> {
             outcome.html.display(),
             outcome.json.display()
         );
+    }
+    if let Some(kept) = outcome.kept.take() {
+        hold_until_signal(&kept, g.quiet).await;
+        kept.end().await.context("ending the kept drill")?;
     }
     Ok(match outcome.report.verdict {
         DrillVerdict::Passed => ExitCode::SUCCESS,
@@ -201,5 +206,32 @@ fn print_history(repository: &str, check: &HistoryCheck) {
         for p in &check.problems {
             println!("  TAMPERED: {p}");
         }
+    }
+}
+
+/// `--keep`: says where the kept VMs can be reached, then waits for Ctrl-C or
+/// SIGTERM.
+async fn hold_until_signal(kept: &KeptDrill, quiet: bool) {
+    if !quiet {
+        for kept_vm in kept.vms() {
+            let ports: Vec<String> = kept_vm
+                .ports
+                .iter()
+                .map(|(guest, host)| format!("guest port {guest} at {host}"))
+                .collect();
+            eprintln!(
+                "kept running: {}: console {}; {}",
+                kept_vm.vm,
+                kept_vm.console.display(),
+                ports.join(", ")
+            );
+        }
+        eprintln!("Ctrl-C or SIGTERM ends the drill: stops the VMs and removes the overlays");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct StartedVm {
     pub(crate) timeout: Duration,
     pub(crate) started_at: Duration,
     pub(crate) warnings: Vec<String>,
+    /// Guest TCP ports forwarded to the host (the TCP health check's).
+    pub(crate) forwards: Vec<u16>,
 }
 
 /// The launch spec of `ready` for a drill of `plan`; NICs on a production network the
@@ -177,7 +179,13 @@ pub(crate) async fn start_group(
         match launcher.start(&spec).await {
             Ok(running) => {
                 let (checks, check_text) = checks_of(plan.overrides(&ready.vm));
+                let forwards = plan
+                    .overrides(&ready.vm)
+                    .and_then(|o| o.health.tcp)
+                    .into_iter()
+                    .collect();
                 started.push(StartedVm {
+                    forwards,
                     ready,
                     running,
                     checks,

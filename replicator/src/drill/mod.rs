@@ -20,5 +20,5 @@ mod run;
 mod select;
 
 pub use error::DrillError;
-pub use run::{DrillOutcome, DrillRequest, run_drill};
+pub use run::{DrillOutcome, DrillRequest, KeptDrill, KeptVm, run_drill};
 pub use select::{PointChoice, SAME_RUN_WINDOW, VmPoint, point_time, select_point};

@@ -33,6 +33,8 @@ pub struct DrillRequest {
     /// Ranged reads in flight when a disk is served from the repository.
     pub fetches: usize,
     pub launcher: Arc<dyn VmLauncher>,
+    /// Leave the VMs running after the report (`DrillOutcome::kept`).
+    pub keep: bool,
 }
 
 /// The finished drill.
@@ -43,6 +45,8 @@ pub struct DrillOutcome {
     pub html: PathBuf,
     /// Why the repository has no copy of the report, if it has none.
     pub repository_copy_error: Option<String>,
+    /// With `keep`: the VMs still running.
+    pub kept: Option<KeptDrill>,
 }
 
 pub async fn run_drill(
@@ -69,22 +73,27 @@ pub async fn run_drill(
         })?;
     }
     let dirs = (work_dir.as_path(), evidence_dir.as_path(), chain.dir());
-    let result = boot_plan(&repo, &req, &points, dirs, started).await;
-    let cleanup = Instant::now();
-    let removed = std::fs::remove_dir_all(&work_dir);
-    let booted = match result {
+    let mut booted = match boot_plan(&repo, &req, &points, dirs, started).await {
         Ok(b) => b,
         Err(e) => {
             // No report: the evidence of a drill that could not run is not kept.
+            let _ = std::fs::remove_dir_all(&work_dir);
             let _ = std::fs::remove_dir_all(&evidence_dir);
             return Err(e);
         }
     };
-    removed.map_err(|source| DrillError::OverlayDir {
-        dir: work_dir.clone(),
-        source,
-    })?;
-    let cleanup_secs = booted.stop_secs + cleanup.elapsed().as_secs_f64();
+    let running = std::mem::take(&mut booted.running);
+    let (kept, cleanup_secs) = if req.keep {
+        let kept = KeptDrill {
+            vms: running,
+            work_dir: work_dir.clone(),
+        };
+        (Some(kept), 0.0)
+    } else {
+        let cleanup = Instant::now();
+        end_drill(running, &work_dir).await?;
+        (None, cleanup.elapsed().as_secs_f64())
+    };
     let mut report = DrillReport {
         version: REPORT_VERSION,
         seq,
@@ -100,13 +109,75 @@ pub async fn run_drill(
         rto_target_secs: Some(req.plan.rto),
         prepare_secs: booted.prepare_secs,
         cleanup_secs,
-        kept_running: false,
+        kept_running: kept.is_some(),
         vms: Vec::new(),
         previous,
         signature: String::new(),
     };
     judge(&mut report, booted, &points);
-    publish(&repo, &chain, report).await
+    let mut outcome = publish(&repo, &chain, report).await?;
+    outcome.kept = kept;
+    Ok(outcome)
+}
+
+/// A VM left running by a drill with `keep`.
+#[derive(Debug, Clone)]
+pub struct KeptVm {
+    pub vm: String,
+    /// Its serial console log (growing while it runs).
+    pub console: PathBuf,
+    /// Guest TCP port → where it answers on the host.
+    pub ports: Vec<(u16, std::net::SocketAddr)>,
+}
+
+/// The VMs of a drill run with `keep`, left running for manual checks (their NBD
+/// exports and standby holds with them) until [`KeptDrill::end`].
+pub struct KeptDrill {
+    vms: Vec<StartedVm>,
+    work_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KeptDrill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.vms.iter().map(|v| v.ready.vm.as_str()).collect();
+        f.debug_struct("KeptDrill").field("vms", &names).finish()
+    }
+}
+
+impl KeptDrill {
+    /// Each kept VM, its serial console log and where its forwarded guest ports answer.
+    pub fn vms(&self) -> Vec<KeptVm> {
+        self.vms
+            .iter()
+            .map(|vm| {
+                let ports = vm
+                    .forwards
+                    .iter()
+                    .filter_map(|p| Some((*p, vm.running.forwarded_port(*p)?)))
+                    .collect();
+                KeptVm {
+                    vm: vm.ready.vm.clone(),
+                    console: vm.running.console_log().to_path_buf(),
+                    ports,
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the VMs and removes their overlays.
+    pub async fn end(self) -> Result<(), DrillError> {
+        end_drill(self.vms, &self.work_dir).await
+    }
+}
+
+/// Stops every VM (before its exports and standby holds go with it), then removes
+/// the drill's overlays.
+async fn end_drill(vms: Vec<StartedVm>, work_dir: &Path) -> Result<(), DrillError> {
+    stop_all(vms).await;
+    std::fs::remove_dir_all(work_dir).map_err(|source| DrillError::OverlayDir {
+        dir: work_dir.to_path_buf(),
+        source,
+    })
 }
 
 /// What a drill that was killed (daemon stopped, host rebooted) left: its overlays and
@@ -181,6 +252,7 @@ async fn publish(
         json,
         html: html_path,
         repository_copy_error,
+        kept: None,
     })
 }
 
@@ -191,7 +263,8 @@ struct Booted {
     last_healthy: Option<f64>,
     /// Lifeboat's time preparing disks and starting VMs.
     prepare_secs: f64,
-    stop_secs: f64,
+    /// The VMs, still running: the caller stops them (or keeps them).
+    running: Vec<StartedVm>,
 }
 
 async fn boot_plan(
@@ -247,14 +320,15 @@ async fn boot_plan(
         None => run_script(req.plan.post_script.as_deref(), &req.plan.name).await,
         Some(_) => Ok(()),
     };
-    let stop = Instant::now();
-    stop_all(run.running).await;
-    post?;
+    if let Err(e) = post {
+        stop_all(run.running).await;
+        return Err(e);
+    }
     Ok(Booted {
         results: run.results,
         last_healthy,
         prepare_secs: run.prepare.as_secs_f64(),
-        stop_secs: stop.elapsed().as_secs_f64(),
+        running: run.running,
     })
 }
 
