@@ -392,4 +392,7 @@ fn shipped_example_config_parses() {
     assert_eq!(c.daemon.max_concurrent_jobs, 2);
     let vms: usize = c.groups.iter().map(|g| g.vms.len()).sum();
     assert_eq!(vms, 3);
+    let plan = c.plan("erp").unwrap();
+    assert_eq!(plan.test_network_for("prod-lan"), Some("drill-net"));
+    assert!(plan.drill_schedule.is_some());
 }
