@@ -159,3 +159,68 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DrillErr
     };
     write().map_err(|e| DrillError::evidence(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::report::model::{DrillVerdict, REPORT_VERSION, VmResult, VmVerdict};
+
+    fn report_with_times(secs: f64) -> DrillReport {
+        DrillReport {
+            version: REPORT_VERSION,
+            seq: 1,
+            plan: "erp".into(),
+            repository: "/r".into(),
+            repository_id: "id".into(),
+            point: "latest".into(),
+            host: "h".into(),
+            started: "t0".into(),
+            finished: "t1".into(),
+            verdict: DrillVerdict::Passed,
+            rto_secs: Some(secs),
+            rto_target_secs: Some(60),
+            prepare_secs: secs / 7.0,
+            cleanup_secs: secs / 3.0,
+            kept_running: false,
+            vms: vec![VmResult {
+                vm: "db".into(),
+                group: 1,
+                verdict: VmVerdict::Booted,
+                reason: String::new(),
+                disks: Vec::new(),
+                point_age_secs: Some(5),
+                checks: Vec::new(),
+                started_secs: Some(secs / 11.0),
+                first_output_secs: Some(secs / 5.0),
+                healthy_secs: Some(secs),
+                console_tail: String::new(),
+                console: None,
+                screenshot: None,
+                warnings: Vec::new(),
+            }],
+            previous: None,
+            signature: String::new(),
+        }
+    }
+
+    /// A report read back from disk must sign the same as when it was written, for
+    /// any measured duration: a float that does not survive the JSON round trip
+    /// makes an untouched report look tampered with.
+    #[test]
+    fn a_written_report_verifies_after_reading_it_back_whatever_its_durations() {
+        let key = [7u8; 32];
+        let mut nanos: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            nanos = nanos
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let secs = std::time::Duration::from_nanos(nanos % 600_000_000_000).as_secs_f64();
+            let mut report = report_with_times(secs);
+            report.signature = sign(&report, &key);
+            let json = serde_json::to_vec_pretty(&report).unwrap();
+            let back: DrillReport = serde_json::from_slice(&json).unwrap();
+            assert_eq!(sign(&back, &key), report.signature, "duration {secs}");
+            assert_eq!(report_hash(&back), report_hash(&report), "duration {secs}");
+        }
+    }
+}
