@@ -157,6 +157,21 @@ pub async fn rebase_unsafe(image: &Path, backing: &str) -> Result<(), ToolError>
     .map(drop)
 }
 
+/// `qemu-img convert -O raw`: a standalone, sparse raw copy of `image` (any format,
+/// its backing chain flattened) at `target`, which must not exist yet. The copy is
+/// the target's own: nothing of `image` is written or kept referenced.
+pub async fn convert_to_raw(image: &Path, target: &Path) -> Result<(), ToolError> {
+    let target = std::path::absolute(target).map_err(|e| ToolError::Failed {
+        tool: TOOL,
+        message: format!("cannot resolve {}: {e}", target.display()),
+    })?;
+    // "./"-free absolute path: a name like "host:file" must not read as a protocol.
+    let target = target.display().to_string();
+    run(&["convert", "-q", "-O", "raw"], image, &[&target])
+        .await
+        .map(drop)
+}
+
 /// Runs `qemu-img ARGS IMAGE TRAILING` on the image's absolute path (QEMU would read
 /// "host:file" as a protocol, "-x" as an option); returns that path and stdout.
 async fn run(

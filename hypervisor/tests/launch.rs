@@ -227,6 +227,65 @@ async fn dropping_the_handle_kills_qemu() {
     assert!(!run_dir.join("dropped.qmp").exists());
 }
 
+/// A failover VM: detached, it runs on without any handle, still serves its guest,
+/// and a later stop by its recorded pid and socket powers it off and cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_vm_runs_on_without_its_handle_and_stops_by_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = guest(dir.path(), false);
+    let run_dir = dir.path().join("run");
+    let s = spec("detached", disk, &run_dir);
+    let mut vm = QemuLauncher::detachable().start(&s).await.expect("start");
+    let checks = [HealthCheck::Tcp { port: 80 }];
+    let watch = watch_boot(vm.as_mut(), &checks, BOOT_TIMEOUT).await;
+    assert_eq!(watch.outcome, BootOutcome::Healthy);
+    let record = vm.detach().expect("a detachable VM detaches");
+    // Through its serialised form, as `failover status` reads it back.
+    let record: lifeboat_hypervisor::launch::DetachedVm =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(record.is_running(), "the VM must outlive its handle");
+    assert_eq!(record.pid, pid_of(&run_dir, "detached"));
+    let addr = record.forwarded_port(80).expect("the forward is recorded");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    assert!(
+        body.contains(MARKER),
+        "the detached guest still serves: {body}"
+    );
+    record.stop(Duration::from_secs(3)).await.expect("stop");
+    assert!(!record.is_running());
+    assert!(!run_dir.join("detached.qmp").exists(), "socket removed");
+    assert!(!run_dir.join("detached.pid").exists(), "pid file removed");
+    assert!(run_dir.join("detached.console").exists(), "console kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_vm_refuses_to_detach_and_dies_with_its_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let run_dir = dir.path().join("run");
+    let mut s = spec("tied", disk, &run_dir);
+    s.disks[0].format = "raw".into();
+    let vm = QemuLauncher::new().start(&s).await.expect("start");
+    let pid = pid_of(&run_dir, "tied");
+    let err = vm
+        .detach()
+        .expect_err("a drill launcher's VM must not detach");
+    assert!(matches!(err, LaunchError::CannotDetach { .. }), "{err}");
+    let gone = async {
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the refused VM dies with its handle");
+}
+
 #[tokio::test]
 async fn missing_disk_is_named_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();

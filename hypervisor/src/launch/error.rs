@@ -34,6 +34,8 @@ pub enum LaunchError {
         "QEMU did not open its QMP socket {path} within {secs} s (is the host overloaded?); it was killed"
     )]
     StartTimeout { path: PathBuf, secs: u64 },
+    #[error("VM {vm} cannot be left running: {why}")]
+    CannotDetach { vm: String, why: String },
     #[error("QMP: {0}")]
     Qmp(#[from] QmpError),
     #[error("{what}: {source}")]

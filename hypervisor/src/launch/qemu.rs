@@ -3,6 +3,12 @@
 //! QEMU is started under `setpriv --pdeathsig KILL` (when util-linux has it) and
 //! with `kill_on_drop`, so no VM outlives its handle or Lifeboat itself: a drill VM
 //! left running would hold its disks and, with a bridge, answer on the network.
+//!
+//! The one exception is a [`QemuLauncher::detachable`] launcher (failover): its VMs
+//! run in their own process group, without a parent-death signal, their stderr in
+//! `<run_dir>/<name>.log`, and [`RunningVm::detach`] hands them over as a
+//! [`DetachedVm`] that outlives Lifeboat. Until detached they die with their handle
+//! like any other.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -17,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use super::args::{Plan, check_spec, qemu_args};
+use super::detached::DetachedVm;
 use super::error::LaunchError;
 use super::spec::{Accel, Firmware, LaunchSpec, NetBackend};
 use super::vm::{RunningVm, VmLauncher};
@@ -37,11 +44,20 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// Starts VMs with the local `qemu-system-x86_64`.
 #[derive(Debug, Default, Clone)]
-pub struct QemuLauncher {}
+pub struct QemuLauncher {
+    detachable: bool,
+}
 
 impl QemuLauncher {
+    /// VMs that die with their handle and with Lifeboat (drills).
     pub fn new() -> QemuLauncher {
-        QemuLauncher {}
+        QemuLauncher { detachable: false }
+    }
+
+    /// VMs that [`RunningVm::detach`] can leave running after Lifeboat exits
+    /// (failover). Until detached, dropping the handle still kills them.
+    pub fn detachable() -> QemuLauncher {
+        QemuLauncher { detachable: true }
     }
 }
 
@@ -52,7 +68,7 @@ impl VmLauncher for QemuLauncher {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningVm>, LaunchError> {
-        Ok(Box::new(QemuVm::start(spec).await?))
+        Ok(Box::new(QemuVm::start(spec, self.detachable).await?))
     }
 }
 
@@ -76,10 +92,14 @@ pub struct QemuVm {
     plan: Plan,
     forwards: Vec<(u16, SocketAddr)>,
     exit: Option<ExitStatus>,
+    /// QEMU's stderr file, for a detachable VM (else it is piped and logged).
+    stderr_log: Option<PathBuf>,
+    /// Handed over as a [`DetachedVm`]: dropping the handle must not touch the VM.
+    detached: bool,
 }
 
 impl QemuVm {
-    async fn start(spec: &LaunchSpec) -> Result<QemuVm, LaunchError> {
+    async fn start(spec: &LaunchSpec, detachable: bool) -> Result<QemuVm, LaunchError> {
         check_spec(spec)?;
         let program = find_program(PROGRAM).ok_or(LaunchError::QemuNotInstalled)?;
         let spec = absolute_files(spec)?;
@@ -90,19 +110,11 @@ impl QemuVm {
         if let Some(q) = &plan.qga {
             remove_stale(q)?;
         }
-        let mut cmd = match find_program("setpriv") {
-            Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.args(["--pdeathsig", "KILL", "--"]).arg(&program);
-                c
-            }
-            None => Command::new(&program),
-        };
+        let stderr_log = detachable.then(|| spec.run_dir.join(format!("{}.log", spec.name)));
+        let mut cmd = qemu_command(&program, stderr_log.as_deref())?;
         cmd.args(qemu_args(&spec, &plan)?)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stdout(Stdio::null());
         let mut child = cmd.spawn().map_err(LaunchError::Spawn)?;
         let tail = Arc::new(Mutex::new(String::new()));
         let drain = child
@@ -122,6 +134,8 @@ impl QemuVm {
             plan,
             forwards,
             exit: None,
+            stderr_log,
+            detached: false,
         };
         match vm.connect_qmp().await {
             Ok(()) => {
@@ -133,7 +147,15 @@ impl QemuVm {
                 if let Some(d) = drain {
                     let _ = tokio::time::timeout(Duration::from_secs(2), d).await;
                 }
-                let stderr = tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let mut stderr = tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(log) = &vm.stderr_log {
+                    stderr = std::fs::read_to_string(log).unwrap_or_default();
+                    let cut = stderr.len().saturating_sub(STDERR_TAIL);
+                    let cut = (cut..stderr.len())
+                        .find(|&i| stderr.is_char_boundary(i))
+                        .unwrap_or(stderr.len());
+                    stderr.drain(..cut);
+                }
                 Err(match e {
                     LaunchError::EarlyExit { status, .. } => LaunchError::EarlyExit {
                         status,
@@ -283,6 +305,45 @@ impl RunningVm for QemuVm {
         self.exit
     }
 
+    fn detach(mut self: Box<Self>) -> Result<DetachedVm, LaunchError> {
+        let name = self.name.clone();
+        let cannot = |why: &str| LaunchError::CannotDetach {
+            vm: name.clone(),
+            why: why.to_string(),
+        };
+        if self.stderr_log.is_none() {
+            return Err(cannot(
+                "it was started by a launcher that ties VMs to Lifeboat (use QemuLauncher::detachable)",
+            ));
+        }
+        if self.try_exit_status().is_some() {
+            return Err(cannot("it is no longer running"));
+        }
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or_else(|| cannot("its process id is unknown"))?;
+        let mut runtime_files = vec![self.plan.qmp.clone(), self.plan.pidfile.clone()];
+        runtime_files.extend(self.plan.qga.clone());
+        let vm = DetachedVm {
+            name: self.name.clone(),
+            pid,
+            qmp: self.plan.qmp.clone(),
+            console: self.plan.console.clone(),
+            log: self.stderr_log.clone().unwrap_or_default(),
+            runtime_files,
+            forwards: self.forwards.clone(),
+        };
+        // Without kill_on_drop, dropping the child leaves QEMU running; tokio reaps
+        // it if it exits while this process still lives.
+        self.detached = true;
+        self.qmp = None;
+        self.child = None;
+        tracing::info!(vm = %vm.name, pid, "VM detached");
+        Ok(vm)
+    }
+
     async fn stop(mut self: Box<Self>, grace: Duration) -> Result<(), LaunchError> {
         if self.try_exit_status().is_none() {
             let powerdown = match self.qmp.as_mut() {
@@ -307,6 +368,9 @@ impl RunningVm for QemuVm {
 
 impl Drop for QemuVm {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
             // Reap without blocking; without a runtime tokio's orphan queue does it.
@@ -339,6 +403,33 @@ fn absolute_files(spec: &LaunchSpec) -> Result<LaunchSpec, LaunchError> {
         }
     }
     Ok(spec)
+}
+
+/// The command that runs QEMU. Tied to Lifeboat (parent-death signal, stderr piped
+/// to the log) unless `stderr_log` is given: then QEMU gets its own process group (a
+/// Ctrl-C at the terminal does not reach it), no parent-death signal, and writes its
+/// stderr to that file, so it can run on after Lifeboat exits.
+fn qemu_command(program: &Path, stderr_log: Option<&Path>) -> Result<Command, LaunchError> {
+    let Some(log) = stderr_log else {
+        let mut cmd = match find_program("setpriv") {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.stderr(Stdio::piped()).kill_on_drop(true);
+        return Ok(cmd);
+    };
+    let file = std::fs::File::create(log).map_err(|source| LaunchError::Io {
+        what: format!("cannot create QEMU's log {}", log.display()),
+        source,
+    })?;
+    let mut cmd = Command::new(program);
+    // Dropping the handle still kills it (QemuVm's Drop), until it is detached.
+    cmd.stderr(file).process_group(0).kill_on_drop(false);
+    Ok(cmd)
 }
 
 /// Checks the run directory, names the files and picks host ports for forwards.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::detached::DetachedVm;
 use super::error::LaunchError;
 use super::spec::LaunchSpec;
 
@@ -42,6 +43,15 @@ pub trait RunningVm: Send {
     async fn screendump(&mut self, png: &Path) -> Result<(), LaunchError>;
     /// The exit status, once the VM's process has exited.
     fn try_exit_status(&mut self) -> Option<ExitStatus>;
+    /// Hands the VM over to run on after this handle and Lifeboat are gone: the
+    /// driver must have been asked for detachable VMs (failover); others refuse and
+    /// the VM is stopped with the handle.
+    fn detach(self: Box<Self>) -> Result<DetachedVm, LaunchError> {
+        Err(LaunchError::CannotDetach {
+            vm: self.name().to_string(),
+            why: "this driver ties its VMs to Lifeboat".to_string(),
+        })
+    }
     /// Asks the guest to power off (ACPI), after `grace` tells the hypervisor to
     /// quit, then kills it; removes sockets and pid files. Never leaves a process.
     async fn stop(self: Box<Self>, grace: Duration) -> Result<(), LaunchError>;
