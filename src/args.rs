@@ -7,11 +7,16 @@ use clap::{Args, Parser, Subcommand};
 mod defaults;
 mod drill;
 mod export;
+mod failover;
 mod replicate;
 
 pub use defaults::{DEFAULT_CONFIG, parse_size};
 pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
 pub use export::ExportArgs;
+pub use failover::{
+    FailoverAbortArgs, FailoverArgs, FailoverCommand, FailoverPlanArgs, FailoverRunArgs,
+    FailoverStatusArgs,
+};
 pub use replicate::{ReplicateArgs, SourcePassword};
 
 /// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
@@ -93,6 +98,9 @@ pub enum Command {
     /// Test failover: boot a recovery plan's VMs on this site in an isolated network,
     /// prove they come up, keep signed evidence (`drill history --verify`)
     Drill(DrillArgs),
+    /// Disaster recovery: run a recovery plan's VMs on this site for real (the
+    /// primary is lost or shut down); `failover status`, `abort`, `commit`
+    Failover(FailoverArgs),
     /// Serve a snapshot's disk read-only over NBD straight from the repository
     /// (instant recovery: boot a VM on an overlay backed by it)
     Export(ExportArgs),

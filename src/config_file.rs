@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use lifeboat_policies::Config;
-use lifeboat_policies::config::{Group, RepositoryConfig};
+use lifeboat_policies::config::{Group, Plan, RepositoryConfig};
 
 use crate::args::GlobalArgs;
 
@@ -40,6 +40,26 @@ pub fn group<'a>(config: &'a Config, name: &str) -> Result<(&'a Group, &'a Repos
         .repository(&group.repository)
         .with_context(|| format!("group {name:?} names an unknown repository"))?;
     Ok((group, repo))
+}
+
+/// The recovery plan called `name` and the repository it recovers from.
+pub fn plan<'a>(config: &'a Config, name: &str) -> Result<(&'a Plan, &'a RepositoryConfig)> {
+    let plan = config.plan(name).with_context(|| {
+        let known: Vec<&str> = config.plans.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "no plan {name:?} in the configuration; plans: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    })?;
+    // Validation guarantees the repository exists.
+    let repo = config
+        .repository(&plan.repository)
+        .with_context(|| format!("plan {name:?} names an unknown repository"))?;
+    Ok((plan, repo))
 }
 
 /// Global arguments pointed at a configured repository: its URL, and its passphrase

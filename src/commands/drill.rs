@@ -18,7 +18,7 @@ use lifeboat_replicator::drill::{DrillRequest, KeptDrill, PointChoice, run_drill
 use crate::args::{
     DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs, GlobalArgs,
 };
-use crate::config_file::{global_for, load};
+use crate::config_file::{self, global_for, load};
 use crate::output::print_json;
 use crate::repository::open;
 
@@ -47,21 +47,8 @@ fn reports_dir(config: &Config, files: &DrillFiles, repo: &RepositoryConfig) -> 
 async fn drill(g: &GlobalArgs, a: DrillRunArgs) -> Result<ExitCode> {
     let config = load(&a.files.config)?;
     let name = a.plan.as_deref().unwrap_or_default();
-    let plan = config.plan(name).with_context(|| {
-        let known: Vec<&str> = config.plans.iter().map(|p| p.name.as_str()).collect();
-        format!(
-            "no plan {name:?} in {}; plans: {}",
-            a.files.config.display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )
-    })?;
-    let repo_config = config
-        .repository(&plan.repository)
-        .with_context(|| format!("plan {name:?} names an unknown repository"))?;
+    let (plan, repo_config) = config_file::plan(&config, name)
+        .with_context(|| format!("in {}", a.files.config.display()))?;
     let repo = open(&global_for(g, repo_config)).await?;
     let request = DrillRequest {
         plan: plan.clone(),

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod disk;
 pub mod faults;
 pub mod guest;
+pub mod plan;
 pub mod qemu;
 pub mod replica;
 pub mod s3;

@@ -39,12 +39,22 @@ pub(crate) struct StartedVm {
     pub(crate) forwards: Vec<u16>,
 }
 
-/// The launch spec of `ready` for a drill of `plan`; NICs on a production network the
-/// plan does not map are left unplugged (and the report says so).
-pub(crate) fn drill_spec(
+/// Which of the plan's network maps a VM's NICs go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetworkUse {
+    /// A drill: `test_network_map`, isolated networks only.
+    Drill,
+    /// A failover: `network_map`, the secondary's production networks.
+    Production,
+}
+
+/// The launch spec of `ready` for a drill or failover of `plan`; NICs on a production
+/// network the plan's map for `usage` does not map are left unplugged (and the report
+/// says so).
+pub(crate) fn launch_spec(
     ready: &ReadyVm,
     plan: &Plan,
-    networks: &[Network],
+    (networks, usage): (&[Network], NetworkUse),
     run_dir: &Path,
     warnings: &mut Vec<String>,
 ) -> LaunchSpec {
@@ -55,15 +65,16 @@ pub(crate) fn drill_spec(
         .nics
         .iter()
         .map(|nic| {
-            let backend = match plan
-                .test_network_for(&nic.network)
-                .and_then(|name| networks.iter().find(|n| n.name == name))
-            {
+            let (mapped, map_name) = match usage {
+                NetworkUse::Drill => (plan.test_network_for(&nic.network), "test_network_map"),
+                NetworkUse::Production => (plan.failover_network_for(&nic.network), "network_map"),
+            };
+            let backend = match mapped.and_then(|name| networks.iter().find(|n| n.name == name)) {
                 Some(net) => backend_of(net, &health),
                 None => {
                     warnings.push(format!(
                         "NIC {} on production network {:?} left unplugged: the plan's \
-                         test_network_map does not map that network",
+                         {map_name} does not map that network",
                         nic.mac.as_deref().unwrap_or("(no MAC)"),
                         nic.network
                     ));

@@ -44,6 +44,25 @@ pub(crate) struct ReadyVm {
     _held: Vec<HeldPoints>,
 }
 
+impl ReadyVm {
+    /// A VM on disks of its own (failover): nothing served or held for it.
+    pub(crate) fn on_own_disks(
+        vm: &str,
+        definition: VmDefinition,
+        disks: Vec<ReadyDisk>,
+        warnings: Vec<String>,
+    ) -> ReadyVm {
+        ReadyVm {
+            vm: vm.to_string(),
+            definition,
+            disks,
+            warnings,
+            _exports: Vec::new(),
+            _held: Vec::new(),
+        }
+    }
+}
+
 /// Where a drill's disks come from.
 pub(crate) struct DiskSources<'a> {
     pub(crate) repo: &'a Arc<Repository>,
@@ -159,7 +178,7 @@ impl Drop for ServedExport {
     }
 }
 
-fn ready(
+pub(crate) fn ready(
     path: PathBuf,
     format: &'static str,
     defined: &DefinedDisk,
@@ -201,7 +220,7 @@ async fn create_overlay(
 
 /// The newest definition among the point's disks, with every disk of the point in
 /// it: disks the definition lacks are added after its own, in name order.
-fn definition_of(point: &VmPoint, warnings: &mut Vec<String>) -> VmDefinition {
+pub(crate) fn definition_of(point: &VmPoint, warnings: &mut Vec<String>) -> VmDefinition {
     let newest = point
         .values()
         .filter(|s| s.meta.vm_definition.is_some())

@@ -12,8 +12,8 @@
 //! standby points are only read (and held against `standby sync` while in use), and
 //! the overlays are the drill's own.
 
-mod boot;
-mod disks;
+pub(crate) mod boot;
+pub(crate) mod disks;
 mod error;
 pub mod report;
 mod run;

@@ -12,7 +12,7 @@ use lifeboat_hypervisor::launch::VmLauncher;
 use lifeboat_policies::config::{Network, Plan};
 use lifeboat_store::{Repository, SnapshotSummary};
 
-use super::boot::{STOP_GRACE, StartedVm, drill_spec, start_group, watch_group};
+use super::boot::{NetworkUse, STOP_GRACE, StartedVm, launch_spec, start_group, watch_group};
 use super::disks::{DiskSources, ReadyVm, sanitize};
 use super::error::DrillError;
 use super::report::{
@@ -395,7 +395,13 @@ async fn prepare_group(
         let prepared = sources.prepare(vm, point).await?;
         let mut warnings = Vec::new();
         let run_dir = work_dir.join(sanitize(vm));
-        let spec = drill_spec(&prepared, &req.plan, &req.networks, &run_dir, &mut warnings);
+        let spec = launch_spec(
+            &prepared,
+            &req.plan,
+            (&req.networks, NetworkUse::Drill),
+            &run_dir,
+            &mut warnings,
+        );
         let timeout = Duration::from_secs(
             req.plan
                 .overrides(vm)

@@ -36,7 +36,7 @@ use lifeboat_store::{Progress, Repository, SnapshotSummary, StoreError};
 use serde::Serialize;
 
 pub use error::StandbyError;
-pub use points::{HeldPoints, Point, hold_points};
+pub use points::{HeldPoints, Point, hold_points, release_disk};
 
 use diff::Below;
 use points::{BASE_FILE, DiskDir, overlay_name, sync_file};

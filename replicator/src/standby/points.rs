@@ -221,6 +221,24 @@ pub fn hold_points(root: &Path, vm: &str, disk: &str) -> Result<Option<HeldPoint
     }))
 }
 
+/// Removes the standby of `root/<vm>/<disk>` (every point), under its lock, so no
+/// sync or drill is using it; then the VM's directory if that left it empty. Returns
+/// whether there was one. For a failed-over VM whose own disk is now the truth.
+pub fn release_disk(root: &Path, vm: &str, disk: &str) -> Result<bool, StandbyError> {
+    let path = root.join(path_part(vm)).join(path_part(disk));
+    if !path.exists() {
+        return Ok(false);
+    }
+    let locked = DiskDir::open(root, vm, disk)?;
+    fs::remove_dir_all(&locked.path).map_err(|e| StandbyError::io("cannot remove", &path, e))?;
+    drop(locked);
+    if let Some(vm_dir) = path.parent() {
+        // Fails while the VM still has other disks there: that is fine.
+        let _ = fs::remove_dir(vm_dir);
+    }
+    Ok(true)
+}
+
 /// fsyncs one file (an image qemu wrote), so a rename after it cannot expose
 /// unwritten data after a crash.
 pub(crate) fn sync_file(path: &Path) -> Result<(), StandbyError> {

@@ -1,0 +1,134 @@
+//! Ending or settling a failover: `failover abort --discard` (stop the VMs, remove
+//! their disks and the state: whatever they wrote on the secondary is gone) and
+//! `failover commit` (the failover stays; the warm standby images of its VMs, stale
+//! now that the VMs' own disks are the truth, are released). `failover status` is
+//! [`FailoverStates::read`] plus [`DetachedVm::is_running`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use lifeboat_hypervisor::launch::DetachedVm;
+
+use super::error::FailoverError;
+use super::state::{FailoverState, FailoverStates, Phase};
+use crate::standby::release_disk;
+
+/// Stops every VM of the plan's failover (ACPI, `grace` to power off, then quit and
+/// kill), removes its disks and its state. Also cleans up a failover that was
+/// interrupted while starting (its VMs may not be recorded yet: any QEMU whose
+/// command line names the failover's directory is stopped).
+pub async fn abort(
+    states: &FailoverStates,
+    plan: &str,
+    grace: Duration,
+) -> Result<FailoverState, FailoverError> {
+    let locked = states.lock(plan)?;
+    let state = locked.read()?.ok_or_else(|| FailoverError::NotFailedOver {
+        plan: plan.to_string(),
+        state: locked.path.clone(),
+        action: "abort",
+    })?;
+    let stops = state
+        .vms
+        .iter()
+        .filter_map(|vm| vm.running.as_ref())
+        .map(|vm| async move {
+            if let Err(e) = vm.stop(grace).await {
+                tracing::warn!(vm = %vm.name, "{e}");
+            }
+        });
+    futures::future::join_all(stops).await;
+    if state.phase == Phase::Starting {
+        for pid in lifeboat_hypervisor::launch::qemu_pids_naming(&state.dir) {
+            tracing::warn!(pid, "stopping a VM an interrupted failover left");
+            lifeboat_hypervisor::launch::kill_pid(pid);
+        }
+    }
+    let still: Vec<&DetachedVm> = state
+        .vms
+        .iter()
+        .filter_map(|vm| vm.running.as_ref())
+        .filter(|vm| vm.is_running())
+        .collect();
+    if let Some(vm) = still.first() {
+        return Err(FailoverError::io(
+            "a VM still runs; its disks and the state are kept",
+            &vm.qmp,
+            std::io::Error::other(format!("{} (pid {})", vm.name, vm.pid)),
+        ));
+    }
+    remove_dir(&state.dir)?;
+    locked.remove()?;
+    Ok(state)
+}
+
+/// Releases the standby images of the failed-over VMs' disks (under each disk's
+/// standby lock) and marks the failover committed. Returns the disks released.
+pub async fn commit(
+    states: &FailoverStates,
+    plan: &str,
+    standby_dir: Option<&Path>,
+) -> Result<Vec<String>, FailoverError> {
+    let locked = states.lock(plan)?;
+    let mut state = locked.read()?.ok_or_else(|| FailoverError::NotFailedOver {
+        plan: plan.to_string(),
+        state: locked.path.clone(),
+        action: "commit",
+    })?;
+    if state.phase != Phase::Running {
+        return Err(FailoverError::BadState {
+            path: locked.path.clone(),
+            detail: "the failover did not finish starting; `failover abort --discard` cleans it up"
+                .into(),
+        });
+    }
+    let mut released = Vec::new();
+    if let Some(root) = standby_dir {
+        for vm in &state.vms {
+            for disk in &vm.disks {
+                if release_disk(root, &vm.vm, &disk.disk)? {
+                    released.push(format!("{}/{}", vm.vm, disk.disk));
+                }
+            }
+        }
+    }
+    state.committed = true;
+    locked.write(&state)?;
+    Ok(released)
+}
+
+/// The VMs of every plan failed over under `state_dir`: replication and standby
+/// sync must not bring them forward from the (stale) primary.
+pub fn failed_over_vms(state_dir: &Path) -> Result<Vec<String>, FailoverError> {
+    let states = FailoverStates::new(state_dir);
+    let dir = state_dir.join("failover");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(FailoverError::io("cannot list", dir, e)),
+    };
+    let mut vms = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(plan) = name.strip_suffix(".json")
+            && let Some(state) = states.read(plan)?
+        {
+            vms.extend(state.vms.into_iter().map(|v| v.vm));
+        }
+    }
+    vms.sort();
+    vms.dedup();
+    Ok(vms)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), FailoverError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FailoverError::io(
+            "cannot remove the failover's disks",
+            dir,
+            e,
+        )),
+    }
+}

@@ -1,0 +1,160 @@
+//! Failover end to end with real Linux guests under qemu-system-x86_64: the primary
+//! site backs up and replicates, then is lost (its repository deleted); `failover`
+//! starts the plan on the secondary from the replica, on disks of its own and the
+//! production network, and the VMs outlive the command. `failover status` reports
+//! them (RPO, RTO, alive), `commit` releases the standby, `abort --discard` leaves no
+//! QEMU, disk or socket. A failover that cannot bring every VM up starts nothing.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Output;
+
+use serde_json::Value;
+use support::guest::{MARKER, qemu_pids};
+use support::plan::{Rig, standby_state, walk};
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// The guest's HTTP answer on the host address `addr`.
+fn http_get(addr: &str) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn assert_clean_replica(rig: &Rig) {
+    let out = rig.secondary.run(&["verify", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "the replica verifies clean: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone() {
+    let rig = Rig::new(&[("web01", false)]);
+    let standby = rig.standby.to_str().unwrap();
+    rig.secondary
+        .ok(&["standby", "sync", "--dir", standby, "--vm", "web01", "-q"]);
+    let standby_before = standby_state(&rig.standby);
+    // The primary site is gone.
+    std::fs::remove_dir_all(&rig.primary.url).unwrap();
+
+    let state = json(&rig.failover(None, &["erp", "--json"]));
+    assert_eq!(state["kind"], "unplanned", "{state}");
+    assert_eq!(state["phase"], "running", "{state}");
+    assert!(state["rto_secs"].as_f64().unwrap() > 0.0, "{state}");
+    let vm = &state["vms"][0];
+    assert_eq!(vm["vm"], "web01");
+    assert_eq!(vm["disks"][0]["from"], "standby", "{vm}");
+    assert!(vm["rpo_secs"].is_u64(), "{vm}");
+    let disk = vm["disks"][0]["path"].as_str().unwrap();
+    assert!(disk.starts_with(rig.overlays.to_str().unwrap()), "{disk}");
+
+    // The VM outlived the command, on the production network, serving its port.
+    assert_eq!(qemu_pids(&rig.overlays).len(), 1, "the failover VM runs on");
+    let addr = vm["running"]["forwards"][0][1].as_str().unwrap();
+    assert!(
+        http_get(addr).contains(MARKER),
+        "the failed-over guest serves"
+    );
+
+    let status = json(&rig.failover(Some("status"), &["--json"]));
+    assert_eq!(status[0]["plan"], "erp", "{status}");
+    assert_eq!(status[0]["alive"]["web01"], true, "{status}");
+    assert_eq!(status[0]["vms"][0]["rpo_secs"], vm["rpo_secs"], "{status}");
+    let human = text(&rig.failover(Some("status"), &[]));
+    assert!(
+        human.contains("RPO") && human.contains("RUNNING"),
+        "{human}"
+    );
+
+    // A second failover of the same plan is refused and changes nothing.
+    let again = rig.failover(None, &["erp"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("already failed over"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(qemu_pids(&rig.overlays).len(), 1);
+    assert_eq!(
+        standby_state(&rig.standby),
+        standby_before,
+        "standby untouched"
+    );
+
+    // Commit releases the standby images the VM no longer needs.
+    let committed = json(&rig.failover(Some("commit"), &["erp", "--json"]));
+    assert_eq!(
+        committed["released_standby"][0], "web01/root",
+        "{committed}"
+    );
+    assert!(
+        !rig.standby.join("web01").exists(),
+        "standby of web01 released"
+    );
+    assert!(
+        http_get(addr).contains(MARKER),
+        "commit does not touch the VM"
+    );
+
+    // Abort without --discard is refused by the parser; with it, nothing is left.
+    let refused = rig.failover(Some("abort"), &["erp"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert_eq!(qemu_pids(&rig.overlays).len(), 1);
+    let out = rig.failover(
+        Some("abort"),
+        &["erp", "--discard", "--shutdown-timeout", "5s"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    rig.assert_nothing_left();
+    assert!(!rig.state.join("failover/erp.json").exists());
+    let status = text(&rig.failover(Some("status"), &[]));
+    assert!(status.contains("no plan is failed over"), "{status}");
+    assert_clean_replica(&rig);
+}
+
+#[test]
+fn a_failover_that_cannot_bring_every_vm_up_starts_nothing() {
+    // broken01 panics; web01 comes up but must not be left running alone. Neither has
+    // a standby point: their disks are restored from the replica.
+    let rig = Rig::new(&[("web01", false), ("broken01", true)]);
+
+    let out = rig.failover(None, &["erp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("broken01") && msg.contains("did not come up") && msg.contains("panic"),
+        "{msg}"
+    );
+    rig.assert_nothing_left();
+    assert!(!rig.state.join("failover/erp.json").exists(), "no state");
+
+    // A planned failover needs final backups from `failover prepare`: refused before
+    // anything is made.
+    let out = rig.failover(None, &["erp", "--planned"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not a final backup"), "{}", text(&out));
+    assert!(walk(&rig.overlays).is_empty());
+    assert!(!rig.state.join("failover/erp.json").exists());
+    assert_clean_replica(&rig);
+}
