@@ -96,11 +96,27 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
         text(&again)
     );
     assert_eq!(qemu_pids(&rig.overlays).len(), 1);
-    assert_eq!(
-        standby_state(&rig.standby),
-        standby_before,
-        "standby untouched"
+    // Nor is a drill (it would boot a second copy), and the standby is fenced: a
+    // sync leaves the failed-over VM alone, and refuses when asked for it by name.
+    let drill = rig.drill(&["erp"]);
+    assert_eq!(drill.status.code(), Some(1));
+    assert!(text(&drill).contains("failed over"), "{}", text(&drill));
+    let sync = json(
+        &rig.secondary
+            .run(&["standby", "sync", "--dir", standby, "--json"]),
     );
+    assert_eq!(sync["failed_over"][0][0], "web01", "{sync}");
+    let named = rig
+        .secondary
+        .run(&["standby", "sync", "--dir", standby, "--vm", "web01"]);
+    assert_eq!(named.status.code(), Some(1));
+    assert!(text(&named).contains("is failed over"), "{}", text(&named));
+    let fence = rig.standby.join("web01/FAILED-OVER");
+    let unfenced: Vec<_> = standby_state(&rig.standby)
+        .into_iter()
+        .filter(|(p, _)| *p != fence)
+        .collect();
+    assert_eq!(unfenced, standby_before, "standby untouched");
 
     // Commit releases the standby images the VM no longer needs.
     let committed = json(&rig.failover(Some("commit"), &["erp", "--json"]));
@@ -109,9 +125,10 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
         "{committed}"
     );
     assert!(
-        !rig.standby.join("web01").exists(),
+        !rig.standby.join("web01/root").exists(),
         "standby of web01 released"
     );
+    assert!(fence.exists(), "still fenced after commit");
     assert!(
         http_get(addr).contains(MARKER),
         "commit does not touch the VM"
@@ -128,6 +145,7 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
     assert!(out.status.success(), "{}", text(&out));
     rig.assert_nothing_left();
     assert!(!rig.state.join("failover/erp.json").exists());
+    assert!(!fence.exists(), "abort lifts the fence");
     let status = text(&rig.failover(Some("status"), &[]));
     assert!(status.contains("no plan is failed over"), "{status}");
     assert_clean_replica(&rig);

@@ -14,6 +14,7 @@ use lifeboat_replicator::drill::report::{
     DrillReport, DrillVerdict, HistoryCheck, ReportChain, VmVerdict, check_history,
 };
 use lifeboat_replicator::drill::{DrillRequest, KeptDrill, PointChoice, run_drill};
+use lifeboat_replicator::failover::FailoverStates;
 
 use crate::args::{
     DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs, GlobalArgs,
@@ -49,6 +50,19 @@ async fn drill(g: &GlobalArgs, a: DrillRunArgs) -> Result<ExitCode> {
     let name = a.plan.as_deref().unwrap_or_default();
     let (plan, repo_config) = config_file::plan(&config, name)
         .with_context(|| format!("in {}", a.files.config.display()))?;
+    let state_dir = a
+        .files
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    if let Some(failover) = FailoverStates::new(&state_dir).read(name)? {
+        anyhow::bail!(
+            "plan {name} is failed over since {}: its VMs run on this site for real, and a \
+             drill would boot second copies of them; drill again after failback (`lifeboat \
+             failover status {name}`)",
+            failover.started
+        );
+    }
     let repo = open(&global_for(g, repo_config)).await?;
     let request = DrillRequest {
         plan: plan.clone(),

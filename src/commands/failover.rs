@@ -193,10 +193,11 @@ fn age(secs: u64) -> String {
 
 async fn abort_failover(g: &GlobalArgs, a: FailoverAbortArgs) -> Result<ExitCode> {
     let config = load(&a.target.files.config)?;
-    let plan = config_file::plan(&config, &a.target.plan)?.0;
+    let (plan, repo_config) = config_file::plan(&config, &a.target.plan)?;
+    let standby = repo_config.standby.as_ref().map(|s| s.dir.as_path());
     let states = FailoverStates::new(&state_dir(&config, &a.target.files));
     let grace = Duration::from_secs(a.shutdown_timeout);
-    let state = abort(&states, &plan.name, grace)
+    let state = abort(&states, &plan.name, standby, grace)
         .await
         .with_context(|| format!("aborting the failover of plan {}", plan.name))?;
     if g.json {

@@ -40,6 +40,11 @@ async fn run_sync(g: &GlobalArgs, a: StandbySyncArgs) -> Result<()> {
 }
 
 fn print_text(report: &StandbyReport) {
+    for (vm, plan) in &report.failed_over {
+        println!(
+            "{vm}: left alone, failed over by plan {plan} (`lifeboat failover status {plan}`)"
+        );
+    }
     for d in &report.disks {
         let what = match d.mode {
             Mode::Unchanged => "already at its newest snapshot".to_string(),

@@ -1,5 +1,6 @@
 //! Ending or settling a failover: `failover abort --discard` (stop the VMs, remove
-//! their disks and the state: whatever they wrote on the secondary is gone) and
+//! their disks, their standby fences and the state: whatever they wrote on the
+//! secondary is gone) and
 //! `failover commit` (the failover stays; the warm standby images of its VMs, stale
 //! now that the VMs' own disks are the truth, are released). `failover status` is
 //! [`FailoverStates::read`] plus [`DetachedVm::is_running`].
@@ -11,7 +12,7 @@ use lifeboat_hypervisor::launch::DetachedVm;
 
 use super::error::FailoverError;
 use super::state::{FailoverState, FailoverStates, Phase};
-use crate::standby::release_disk;
+use crate::standby::{release_disk, unfence};
 
 /// Stops every VM of the plan's failover (ACPI, `grace` to power off, then quit and
 /// kill), removes its disks and its state. Also cleans up a failover that was
@@ -20,6 +21,7 @@ use crate::standby::release_disk;
 pub async fn abort(
     states: &FailoverStates,
     plan: &str,
+    standby_dir: Option<&Path>,
     grace: Duration,
 ) -> Result<FailoverState, FailoverError> {
     let locked = states.lock(plan)?;
@@ -58,6 +60,11 @@ pub async fn abort(
         ));
     }
     remove_dir(&state.dir)?;
+    if let Some(root) = standby_dir {
+        for vm in &state.vms {
+            unfence(root, &vm.vm)?;
+        }
+    }
     locked.remove()?;
     Ok(state)
 }

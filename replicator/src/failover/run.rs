@@ -24,6 +24,7 @@ use super::state::{
 use crate::drill::boot::{NetworkUse, STOP_GRACE, StartedVm, launch_spec, start_group};
 use crate::drill::disks::sanitize;
 use crate::drill::{PointChoice, VmPoint, point_time, select_point};
+use crate::standby::{fence, unfence};
 
 /// The tag `failover prepare` puts on a VM's final backups, taken after it shut down
 /// on the primary: a planned failover starts only from such points.
@@ -85,6 +86,17 @@ pub async fn fail_over(
     state.point = req.point.to_string();
     state.primary = primary;
     locked.write(&state)?;
+    let standby_dir = req.standby_dir.as_deref();
+    if let Some(root) = standby_dir {
+        for (_, vm, _) in &points {
+            if let Err(e) = fence(root, vm, &req.plan.name) {
+                unfence_all(root, &points);
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = locked.remove();
+                return Err(e.into());
+            }
+        }
+    }
     let mut starting = Starting {
         locked: &locked,
         state,
@@ -94,7 +106,18 @@ pub async fn fail_over(
         Ok(()) => starting.finish(started),
         Err(e) => {
             starting.roll_back().await;
+            if let Some(root) = standby_dir {
+                unfence_all(root, &points);
+            }
             Err(e)
+        }
+    }
+}
+
+fn unfence_all(root: &std::path::Path, points: &[(usize, String, VmPoint)]) {
+    for (_, vm, _) in points {
+        if let Err(e) = unfence(root, vm) {
+            tracing::warn!("{e}");
         }
     }
 }

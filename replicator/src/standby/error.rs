@@ -39,6 +39,12 @@ pub enum StandbyError {
          booting from its points; wait for that to finish", dir.display()
     )]
     Locked { dir: PathBuf },
+    #[error(
+        "VM {vm} is failed over (plan {plan}): it runs on this site from disks of its own, \
+         newer than anything the replica has, so its standby is not brought forward; \
+         `lifeboat failover status {plan}` shows it"
+    )]
+    FailedOver { vm: String, plan: String },
     #[error("{context} {}: {source}", path.display())]
     Io {
         context: &'static str,

@@ -23,6 +23,7 @@
 mod chain;
 mod diff;
 mod error;
+mod fence;
 mod points;
 mod write;
 
@@ -36,6 +37,7 @@ use lifeboat_store::{Progress, Repository, SnapshotSummary, StoreError};
 use serde::Serialize;
 
 pub use error::StandbyError;
+pub use fence::{fence, fenced_by, unfence};
 pub use points::{HeldPoints, Point, hold_points, release_disk};
 
 use diff::Below;
@@ -102,6 +104,9 @@ pub struct DiskReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct StandbyReport {
     pub disks: Vec<DiskReport>,
+    /// VMs left alone because they are failed over (VM, plan).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_over: Vec<(String, String)>,
     pub duration_secs: f64,
 }
 
@@ -113,7 +118,26 @@ pub async fn sync(
     progress: Arc<Progress>,
 ) -> Result<StandbyReport, StandbyError> {
     let started = Instant::now();
-    let newest = newest_per_disk(&repo, &request.vms).await?;
+    let mut failed_over = Vec::new();
+    for vm in &request.vms {
+        if let Some(plan) = fenced_by(&request.dir, vm) {
+            return Err(StandbyError::FailedOver {
+                vm: vm.clone(),
+                plan,
+            });
+        }
+    }
+    let mut newest = newest_per_disk(&repo, &request.vms).await?;
+    newest.retain(|s| match fenced_by(&request.dir, &s.meta.vm) {
+        Some(plan) => {
+            let entry = (s.meta.vm.clone(), plan);
+            if !failed_over.contains(&entry) {
+                failed_over.push(entry);
+            }
+            false
+        }
+        None => true,
+    });
     std::fs::create_dir_all(&request.dir).map_err(|source| StandbyError::DirNotWritable {
         dir: request.dir.clone(),
         source,
@@ -133,6 +157,7 @@ pub async fn sync(
     }
     Ok(StandbyReport {
         disks,
+        failed_over,
         duration_secs: started.elapsed().as_secs_f64(),
     })
 }
