@@ -5,6 +5,10 @@
 # marker on the serial console (ttyS0), loads e1000, takes 10.0.2.15/24 (QEMU
 # user-net's default) and serves HTTP on a TCP port, then stays up. If the VM has a
 # guest-agent channel (org.qemu.guest_agent.0), a shell loop answers guest-sync on it.
+# It powers off on the ACPI power button (QMP system_powerdown), like a real guest
+# asked to shut down. `GET /cgi-bin/note?WORD` appends WORD to a small notes area
+# on its virtio disk (/dev/vda, the 1 MiB after the FAT volume) and returns the notes:
+# what the guest wrote survives backup, failover and failback or it does not.
 #
 #   make-test-guest.sh OUT.img [--marker TEXT] [--port N] [--broken]
 #
@@ -53,10 +57,11 @@ if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically link
 fi
 e1000=/lib/modules/$kver/kernel/drivers/net/ethernet/intel/e1000/e1000.ko
 [ -r "$e1000" ] || { echo "no $e1000: install linux-image-amd64 (the kernel's modules)" >&2; exit 1; }
-# virtio-serial, in load order, for the stand-in guest agent.
+# virtio-serial (the stand-in guest agent) and virtio-blk (the notes), in load order;
+# the ACPI power button and evdev (shutdown on system_powerdown).
 virtio_mods=""
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev \
-    virtio/virtio_pci char/virtio_console; do
+    virtio/virtio_pci char/virtio_console block/virtio_blk acpi/button input/evdev; do
     f=/lib/modules/$kver/kernel/drivers/$m.ko
     [ -r "$f" ] || { echo "no $f: install linux-image-amd64 (the kernel's modules)" >&2; exit 1; }
     virtio_mods="$virtio_mods $f"
@@ -81,9 +86,29 @@ echo '$marker' > /www/index.html
 httpd -p $port -h /www
 echo "serving tcp port $port" > /dev/console
 # A stand-in for qemu-ga: answers guest-sync on the agent channel, if there is one.
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console \
+    virtio_blk button evdev; do
     insmod /lib/\$m.ko
 done
+# Power off when the power button is pressed: any event from its input device.
+for ev in /sys/class/input/event*; do
+    [ "\$(cat \$ev/device/name 2>/dev/null)" = "Power Button" ] || continue
+    (dd if=/dev/\${ev##*/sys/class/} bs=24 count=1 >/dev/null 2>&1; echo "powering off" > /dev/console; sync; poweroff -f) &
+done
+mkdir -p /www/cgi-bin
+cat > /www/cgi-bin/note <<'NOTE'
+#!/bin/sh
+# The notes area: 4 KiB at 64 MiB on the disk, NUL-padded.
+echo "Content-Type: text/plain"
+echo ""
+notes=\$(dd if=/dev/vda bs=4096 skip=16384 count=1 2>/dev/null | tr -d '\\000')
+if [ -n "\$QUERY_STRING" ]; then
+    notes="\$notes\$QUERY_STRING;"
+    printf '%s' "\$notes" | dd of=/dev/vda bs=4096 seek=16384 count=1 conv=sync,notrunc,fsync 2>/dev/null
+fi
+printf 'notes:%s\n' "\$notes"
+NOTE
+chmod 755 /www/cgi-bin/note
 (
 # Ports show up once the host's control messages arrive: wait a little for them.
 for i in \$(seq 20); do
@@ -157,4 +182,6 @@ mcopy -i "$tmp_img" "$cache/initrd.gz" ::initrd.gz
 mcopy -i "$tmp_img" "$cfg" ::syslinux.cfg
 rm -f "$cfg"
 syslinux --install "$tmp_img"
+# The notes area after the FAT volume (the guest writes it through /dev/vda).
+truncate -s +1M "$tmp_img"
 mv "$tmp_img" "$out"

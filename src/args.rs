@@ -7,15 +7,17 @@ use clap::{Args, Parser, Subcommand};
 mod defaults;
 mod drill;
 mod export;
+mod failback;
 mod failover;
 mod replicate;
 
 pub use defaults::{DEFAULT_CONFIG, parse_size};
 pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
 pub use export::ExportArgs;
+pub use failback::FailbackArgs;
 pub use failover::{
-    FailoverAbortArgs, FailoverArgs, FailoverCommand, FailoverPlanArgs, FailoverRunArgs,
-    FailoverStatusArgs,
+    FailoverAbortArgs, FailoverArgs, FailoverCommand, FailoverPlanArgs, FailoverPrepareArgs,
+    FailoverRunArgs, FailoverStatusArgs,
 };
 pub use replicate::{ReplicateArgs, SourcePassword};
 
@@ -101,6 +103,9 @@ pub enum Command {
     /// Disaster recovery: run a recovery plan's VMs on this site for real (the
     /// primary is lost or shut down); `failover status`, `abort`, `commit`
     Failover(FailoverArgs),
+    /// Bring a failed-over plan home: final backups of its VMs here, replicated to
+    /// the primary (only what changed), then `failover --planned` there
+    Failback(FailbackArgs),
     /// Serve a snapshot's disk read-only over NBD straight from the repository
     /// (instant recovery: boot a VM on an overlay backed by it)
     Export(ExportArgs),

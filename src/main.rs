@@ -8,6 +8,7 @@ mod commands;
 mod config_file;
 mod daemon;
 mod exit;
+mod final_backup;
 mod output;
 mod password;
 mod repository;

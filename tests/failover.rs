@@ -4,6 +4,8 @@
 //! production network, and the VMs outlive the command. `failover status` reports
 //! them (RPO, RTO, alive), `commit` releases the standby, `abort --discard` leaves no
 //! QEMU, disk or socket. A failover that cannot bring every VM up starts nothing.
+//! A planned failover loses nothing the guest wrote, and failback brings home only
+//! what changed.
 
 mod support;
 
@@ -12,8 +14,10 @@ use std::net::TcpStream;
 use std::process::Output;
 
 use serde_json::Value;
+use std::time::Duration;
 use support::guest::{MARKER, qemu_pids};
-use support::plan::{Rig, standby_state, walk};
+
+use support::plan::{PrimaryVm, Rig, note, standby_state, walk};
 
 fn text(out: &Output) -> String {
     format!(
@@ -175,4 +179,127 @@ fn a_failover_that_cannot_bring_every_vm_up_starts_nothing() {
     assert!(walk(&rig.overlays).is_empty());
     assert!(!rig.state.join("failover/erp.json").exists());
     assert_clean_replica(&rig);
+}
+
+/// Long enough for a TCG boot on a loaded CI host.
+const BOOT: Duration = Duration::from_secs(120);
+
+#[test]
+fn planned_failover_and_failback_lose_nothing_and_move_only_what_changed() {
+    let rig = Rig::new(&[("web01", false)]);
+    let image = rig.primary.path("web01.img");
+    let primary_dir = rig.primary.path("vm");
+    std::fs::create_dir_all(&primary_dir).unwrap();
+    // Production on the primary: the guest writes to its disk.
+    let mut vm = PrimaryVm::start(&image, &primary_dir);
+    let addr = format!("127.0.0.1:{}", vm.port);
+    assert_eq!(note(&addr, "first", BOOT), "first;");
+    let qmp = vm.qmp.to_str().unwrap().to_string();
+    let disk = format!("root={}", image.display());
+
+    // Prepare on the primary: ACPI shutdown, final backup; replicate; fail over.
+    let prepared = rig.primary.run(&[
+        "failover", "prepare", "--vm", "web01", "--qmp", &qmp, "--disk", &disk, "--json",
+    ]);
+    assert!(prepared.status.success(), "{}", text(&prepared));
+    assert!(!vm.running(), "the primary VM is off");
+    rig.secondary
+        .ok(&["replicate", "--from", &rig.primary.url, "-q"]);
+    let state = json(&rig.failover(None, &["erp", "--planned", "--json"]));
+    assert_eq!(state["kind"], "planned", "{state}");
+    let failed_over = state["vms"][0]["running"]["forwards"][0][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // RPO zero: what the guest wrote before the shutdown is there.
+    assert_eq!(note(&failed_over, "", BOOT), "first;");
+    assert_eq!(note(&failed_over, "second", BOOT), "first;second;");
+
+    // Failback: final backup on the secondary, only the changed chunks go home.
+    let back = json(&rig.secondary.run(&[
+        "failback",
+        "erp",
+        "--to",
+        "primary",
+        "--config",
+        rig.config.to_str().unwrap(),
+        "--json",
+    ]));
+    let (sent, disk_bytes) = (
+        back["bytes_sent"].as_u64().unwrap(),
+        back["disk_bytes"].as_u64().unwrap(),
+    );
+    assert!(sent > 0, "the changed chunk crossed: {back}");
+    assert!(
+        sent * 16 < disk_bytes,
+        "failback moved {sent} bytes for a {disk_bytes}-byte disk where one note changed: {back}"
+    );
+    rig.assert_nothing_left();
+    assert!(!rig.state.join("failover/erp.json").exists());
+
+    // The planned failover back home starts from those final backups: both writes.
+    let home_config = rig.primary_config(vec!["web01"]);
+    let home = |args: &[&str]| {
+        let config = home_config.to_str().unwrap();
+        let mut all = vec!["failover"];
+        all.extend(args.iter().take_while(|a| !a.starts_with('-')).copied());
+        all.extend(["--config", config]);
+        all.extend(args.iter().skip_while(|a| !a.starts_with('-')).copied());
+        rig.primary.run(&all)
+    };
+    let home_state = json(&home(&["erp", "--planned", "--json"]));
+    let home_addr = home_state["vms"][0]["running"]["forwards"][0][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(note(&home_addr, "", BOOT), "first;second;");
+    let out = home(&["abort", "erp", "--discard", "--shutdown-timeout", "5s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(qemu_pids(&rig.primary.path("overlays")), Vec::<u32>::new());
+    assert_clean_replica(&rig);
+    let out = rig.primary.run(&["verify", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "the primary verifies clean: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn prepare_refuses_when_the_primary_vm_will_not_shut_down() {
+    // The broken guest panics and never answers the power button.
+    let rig = Rig::new(&[("broken01", true)]);
+    let image = rig.primary.path("broken01.img");
+    let dir = rig.primary.path("vm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut vm = PrimaryVm::start(&image, &dir);
+    while !vm.qmp.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = rig.primary.json(&["snapshots"]);
+    let disk = format!("root={}", image.display());
+    let out = rig.primary.run(&[
+        "failover",
+        "prepare",
+        "--vm",
+        "broken01",
+        "--qmp",
+        vm.qmp.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--shutdown-timeout",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("still runs on the primary"),
+        "{}",
+        text(&out)
+    );
+    assert!(vm.running(), "never forced off");
+    assert_eq!(
+        rig.primary.json(&["snapshots"]),
+        before,
+        "nothing backed up"
+    );
 }

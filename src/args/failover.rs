@@ -1,6 +1,8 @@
 //! Arguments of `lifeboat failover`: run a recovery plan on this (secondary) site for
 //! real, see how it runs, and end or settle it.
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 
 use super::drill::DrillFiles;
@@ -59,6 +61,42 @@ pub enum FailoverCommand {
     Abort(FailoverAbortArgs),
     /// Keep the failover: release the warm standby images of its VMs
     Commit(FailoverPlanArgs),
+    /// On the primary, before a planned failover: shut the VM down (ACPI, never
+    /// forced) and take the final backup of its disks that `failover --planned`
+    /// starts from; then replicate
+    Prepare(FailoverPrepareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverPrepareArgs {
+    /// The VM's name in the repository
+    #[arg(long)]
+    pub vm: String,
+    /// The running VM's QMP socket (what receives the ACPI power-off)
+    #[arg(long, value_name = "SOCKET")]
+    pub qmp: PathBuf,
+    /// A disk of the VM as NAME=IMAGE (repeat for each disk); backed up once the VM is off
+    #[arg(long = "disk", value_name = "NAME=IMAGE", required = true, value_parser = parse_disk)]
+    pub disks: Vec<(String, PathBuf)>,
+    /// The VM's definition (Lifeboat JSON or libvirt XML) [default: the one recorded
+    /// with its newest snapshot]
+    #[arg(long, value_name = "FILE")]
+    pub definition: Option<PathBuf>,
+    /// How long the guest gets to power off; if it is still running then, nothing is
+    /// backed up and the command fails
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = lifeboat_policies::parse_duration)]
+    pub shutdown_timeout: u64,
+}
+
+fn parse_disk(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, image)) if !name.is_empty() && !image.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(image)))
+        }
+        _ => Err(format!(
+            "expected NAME=IMAGE (e.g. root=/var/lib/vms/web01.qcow2), got {text:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -8,19 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lifeboat_hypervisor::launch::QemuLauncher;
+use lifeboat_hypervisor::launch::{QemuLauncher, power_off_by_qmp};
 use lifeboat_policies::Config;
 use lifeboat_replicator::drill::PointChoice;
 use lifeboat_replicator::failover::{
-    FailoverKind, FailoverRequest, FailoverState, FailoverStates, Phase, abort, commit, fail_over,
+    FailoverError, FailoverKind, FailoverRequest, FailoverState, FailoverStates, Phase, abort,
+    commit, fail_over,
 };
 
 use crate::args::{
     DrillFiles, FailoverAbortArgs, FailoverArgs, FailoverCommand, FailoverPlanArgs,
-    FailoverRunArgs, FailoverStatusArgs, GlobalArgs,
+    FailoverPrepareArgs, FailoverRunArgs, FailoverStatusArgs, GlobalArgs,
 };
 use crate::config_file::{self, global_for, load};
-use crate::output::print_json;
+use crate::final_backup::final_backups;
+use crate::output::{bytes, print_json};
 use crate::repository::open;
 
 pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> Result<ExitCode> {
@@ -28,6 +30,7 @@ pub async fn run(g: &GlobalArgs, a: FailoverArgs) -> Result<ExitCode> {
         Some(FailoverCommand::Status(s)) => status(g, s),
         Some(FailoverCommand::Abort(a)) => abort_failover(g, a).await,
         Some(FailoverCommand::Commit(c)) => commit_failover(g, c).await,
+        Some(FailoverCommand::Prepare(p)) => prepare(g, p).await,
         None => failover(g, a.run).await,
     }
 }
@@ -232,6 +235,65 @@ async fn commit_failover(g: &GlobalArgs, a: FailoverPlanArgs) -> Result<ExitCode
             } else {
                 released.join(", ")
             }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On the primary: ACPI power-off (never forced), then the final backups.
+async fn prepare(g: &GlobalArgs, a: FailoverPrepareArgs) -> Result<ExitCode> {
+    for (disk, image) in &a.disks {
+        anyhow::ensure!(
+            image.exists(),
+            "disk {disk}: image {} does not exist; nothing was shut down",
+            image.display()
+        );
+    }
+    let repo = open(g).await?;
+    if !g.quiet && !g.json {
+        eprintln!(
+            "shutting down {} (ACPI, up to {} s)",
+            a.vm, a.shutdown_timeout
+        );
+    }
+    let grace = Duration::from_secs(a.shutdown_timeout);
+    let off = power_off_by_qmp(&a.qmp, grace).await.with_context(|| {
+        format!(
+            "asking VM {} to power off through {}",
+            a.vm,
+            a.qmp.display()
+        )
+    })?;
+    if !off {
+        return Err(FailoverError::PrimaryStillRunning {
+            vm: a.vm.clone(),
+            secs: a.shutdown_timeout,
+        }
+        .into());
+    }
+    let definition = match &a.definition {
+        Some(path) => Some(lifeboat_backup::definition::load_definition_file(
+            path, None,
+        )?),
+        None => None,
+    };
+    let reports = final_backups(&repo, &a.vm, &a.disks, definition).await?;
+    if g.json {
+        print_json(&reports);
+    } else if !g.quiet {
+        for r in &reports {
+            println!(
+                "final backup of {}/{}: snapshot {} ({} new data)",
+                r.snapshot.meta.vm,
+                r.snapshot.meta.disk,
+                r.snapshot.short_id(),
+                bytes(r.new_bytes)
+            );
+        }
+        println!(
+            "{} is off and backed up; replicate to the secondary, then run `lifeboat failover \
+             PLAN --planned` there",
+            a.vm
         );
     }
     Ok(ExitCode::SUCCESS)

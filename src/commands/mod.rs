@@ -7,6 +7,7 @@ mod backup;
 mod daemon;
 mod drill;
 mod export;
+mod failback;
 mod failover;
 mod forget;
 mod init;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => return verify::run(g, a).await,
         Command::Drill(a) => return drill::run(g, a).await,
         Command::Failover(a) => return failover::run(g, a).await,
+        Command::Failback(a) => return failback::run(g, a).await,
         Command::Export(a) => export::run(g, a).await,
         Command::Forget(a) => forget::run(g, a).await,
         Command::Prune(a) => prune::run(g, a).await,

@@ -18,6 +18,14 @@ pub struct Rig {
     pub state: PathBuf,
 }
 
+/// Where one site keeps its repository, state, standby disks and VM disks.
+struct Site<'a> {
+    url: &'a str,
+    state: &'a Path,
+    standby: &'a Path,
+    overlays: &'a Path,
+}
+
 pub const NIC: &str =
     r#""nics":[{"mac":"52:54:00:12:34:56","network":"prod-lan","model":"e1000"}]"#;
 
@@ -72,6 +80,37 @@ impl Rig {
 
     /// `extra` goes into `[[plan]]`, `vm_extra` into every `[[plan.vm]]`.
     pub fn write_config_with(&self, group: Vec<&str>, extra: &str, vm_extra: &str) {
+        let site = Site {
+            url: &self.secondary.url,
+            state: &self.state,
+            standby: &self.standby,
+            overlays: &self.overlays,
+        };
+        let mut text = self.config_text(&site, &group, extra, vm_extra);
+        // The primary's repository, for `failback --to primary`.
+        text.push_str(&format!(
+            "\n[[repository]]\nname = \"primary\"\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            self.primary.url,
+            self.password_file().display()
+        ));
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The primary site's own configuration, with the same plan over its repository
+    /// (what a planned failover back home runs with); returns its path.
+    pub fn primary_config(&self, group: Vec<&str>) -> PathBuf {
+        let site = Site {
+            url: &self.primary.url,
+            state: &self.primary.path("state"),
+            standby: &self.primary.path("standby"),
+            overlays: &self.primary.path("overlays"),
+        };
+        let path = self.primary.path("lifeboat.toml");
+        std::fs::write(&path, self.config_text(&site, &group, "", "")).unwrap();
+        path
+    }
+
+    fn config_text(&self, site: &Site, group: &[&str], extra: &str, vm_extra: &str) -> String {
         let vms: Vec<String> = group.iter().map(|v| format!("{v:?}")).collect();
         let checks: String = group
             .iter()
@@ -82,7 +121,7 @@ impl Rig {
                 )
             })
             .collect();
-        let text = format!(
+        format!(
             r#"[daemon]
 state_dir = "{state}"
 
@@ -119,14 +158,13 @@ overlay_dir = "{overlays}"
 vms = [{vms}]
 
 {checks}"#,
-            state = self.state.display(),
+            state = site.state.display(),
             pass = self.password_file().display(),
-            url = self.secondary.url,
-            standby = self.standby.display(),
-            overlays = self.overlays.display(),
+            url = site.url,
+            standby = site.standby.display(),
+            overlays = site.overlays.display(),
             vms = vms.join(", "),
-        );
-        std::fs::write(&self.config, text).unwrap();
+        )
     }
 
     pub fn password_file(&self) -> PathBuf {
@@ -205,4 +243,79 @@ pub fn standby_state(dir: &Path) -> Vec<(PathBuf, String)> {
         .collect();
     files.sort();
     files
+}
+
+/// A production VM on the primary site, run the way its own cluster would: QEMU with
+/// the guest's image on virtio, the guest's port forwarded, a QMP socket. Killed on
+/// drop.
+pub struct PrimaryVm {
+    child: std::process::Child,
+    pub qmp: PathBuf,
+    pub port: u16,
+}
+
+impl PrimaryVm {
+    pub fn start(image: &Path, dir: &Path) -> PrimaryVm {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let qmp = dir.join("primary.qmp");
+        let child = std::process::Command::new("qemu-system-x86_64")
+            .args(["-display", "none", "-m", "256", "-no-reboot", "-drive"])
+            .arg(format!("file={},if=virtio,format=raw", image.display()))
+            .args(["-nic"])
+            .arg(format!(
+                "user,model=e1000,hostfwd=tcp:127.0.0.1:{port}-:{PORT}"
+            ))
+            .args(["-serial"])
+            .arg(format!("file:{}", dir.join("primary.console").display()))
+            .args(["-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        PrimaryVm { child, qmp, port }
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for PrimaryVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test guest's notes (`GET /cgi-bin/note?WORD` appends WORD) through `addr`,
+/// retried until the guest answers or `limit` passes.
+pub fn note(addr: &str, word: &str, limit: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut conn = std::net::TcpStream::connect(addr)?;
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            write!(conn, "GET /cgi-bin/note?{word} HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            conn.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match attempt {
+            Ok(body) if body.contains("notes:") => {
+                let line = body.lines().find(|l| l.starts_with("notes:")).unwrap();
+                return line.trim_start_matches("notes:").to_string();
+            }
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            other => panic!("the guest at {addr} does not answer: {other:?}"),
+        }
+    }
 }

@@ -53,6 +53,23 @@ impl DetachedVm {
             .map(|(_, a)| *a)
     }
 
+    /// Asks the guest to power off (ACPI) and waits up to `grace`; never forces it.
+    /// Returns whether it is off: only then are its disks consistent and free.
+    pub async fn power_off(&self, grace: Duration) -> Result<bool, LaunchError> {
+        if !self.is_running() {
+            self.remove_runtime_files();
+            return Ok(true);
+        }
+        let mut qmp = Qmp::connect(&self.qmp).await?;
+        qmp.execute("system_powerdown", json!(null)).await?;
+        drop(qmp);
+        let off = self.wait_exit(grace).await;
+        if off {
+            self.remove_runtime_files();
+        }
+        Ok(off)
+    }
+
     /// Asks the guest to power off (ACPI) and waits up to `grace`; then tells QEMU to
     /// quit; then kills it. Removes the sockets and pid file. Returns whether the
     /// guest shut down by itself (its disks are then consistent).
@@ -110,6 +127,29 @@ impl DetachedVm {
         for f in &self.runtime_files {
             let _ = std::fs::remove_file(f);
         }
+    }
+}
+
+/// Shuts down a VM known only by its QMP socket (one Lifeboat did not start, e.g. on
+/// the primary before a planned failover): ACPI power-off, then waits up to `grace`
+/// for QEMU to close the socket. Never forces it; returns whether it is off.
+pub async fn power_off_by_qmp(socket: &Path, grace: Duration) -> Result<bool, LaunchError> {
+    let mut qmp = Qmp::connect(socket).await?;
+    qmp.execute("system_powerdown", json!(null)).await?;
+    drop(qmp);
+    let deadline = Instant::now() + grace;
+    loop {
+        // QEMU removes its socket on exit; a socket nobody accepts on is as good. A
+        // connect that hangs (another client holds the monitor) means it still runs.
+        match tokio::time::timeout(POLL * 20, Qmp::connect(socket)).await {
+            Ok(Err(_)) => return Ok(true),
+            Ok(Ok(q)) => drop(q),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(POLL * 5).await;
     }
 }
 

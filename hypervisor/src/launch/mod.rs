@@ -18,7 +18,7 @@ mod spec;
 mod vm;
 mod watch;
 
-pub use detached::{DetachedVm, kill_pid, qemu_pids_naming};
+pub use detached::{DetachedVm, kill_pid, power_off_by_qmp, qemu_pids_naming};
 pub use error::LaunchError;
 pub use qemu::QemuLauncher;
 pub use spec::{Accel, DiskBus, DiskSpec, Firmware, LaunchSpec, NetBackend, NicSpec};
