@@ -303,3 +303,80 @@ fn prepare_refuses_when_the_primary_vm_will_not_shut_down() {
         "nothing backed up"
     );
 }
+
+#[test]
+fn a_damaged_point_is_refused_and_the_next_older_one_offered() {
+    let rig = Rig::new(&[("web01", false)]);
+    // A newer backup whose changed data lands in packs of its own on the replica.
+    let image = rig.primary.path("web01.img");
+    let mut changed = vec![0u8; 256 * 1024];
+    let mut x: u32 = 0x9e37_79b9;
+    for b in changed.iter_mut() {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        *b = (x >> 24) as u8;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(64 << 20)).unwrap();
+    file.write_all(&changed).unwrap();
+    drop(file);
+    let definition = rig.primary.path("web01.json");
+    rig.primary.ok(&[
+        "backup",
+        "--vm",
+        "web01",
+        "--disk",
+        "root",
+        "--definition",
+        definition.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "-q",
+    ]);
+    let data = std::path::Path::new(&rig.secondary.url).join("data");
+    let before = walk(&data);
+    rig.secondary
+        .ok(&["replicate", "--from", &rig.primary.url, "-q"]);
+    let new_packs: Vec<_> = walk(&data)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(
+        !new_packs.is_empty(),
+        "the newer point has packs of its own"
+    );
+    for pack in &new_packs {
+        let mut bytes = std::fs::read(pack).unwrap();
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 64] {
+            *b ^= 0xff;
+        }
+        std::fs::write(pack, bytes).unwrap();
+    }
+
+    let out = rig.failover(None, &["erp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("failed verification") && msg.contains("next older point"),
+        "{msg}"
+    );
+    rig.assert_nothing_left();
+    assert!(!rig.state.join("failover/erp.json").exists());
+
+    // The offered point works.
+    let point = msg
+        .split("--point ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no --point offered: {msg}"));
+    let state = json(&rig.failover(None, &["erp", "--point", point, "--json"]));
+    assert_eq!(state["phase"], "running", "{state}");
+    let out = rig.failover(
+        Some("abort"),
+        &["erp", "--discard", "--shutdown-timeout", "5s"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    rig.assert_nothing_left();
+}

@@ -109,8 +109,49 @@ pub async fn fail_over(
             if let Some(root) = standby_dir {
                 unfence_all(root, &points);
             }
-            Err(e)
+            Err(offer_older_point(e, &snapshots, &req.plan.name))
         }
+    }
+}
+
+/// A point that failed verification: name the next older one to fail over to.
+fn offer_older_point(e: FailoverError, snapshots: &[SnapshotSummary], plan: &str) -> FailoverError {
+    let FailoverError::PointDamaged {
+        vm,
+        snapshot,
+        detail,
+        ..
+    } = e
+    else {
+        return e;
+    };
+    let damaged_time = snapshots
+        .iter()
+        .find(|s| s.id == snapshot)
+        .map(|s| s.meta.time.clone())
+        .unwrap_or_default();
+    let older = snapshots
+        .iter()
+        .filter(|s| s.meta.vm == vm && s.meta.time < damaged_time)
+        .max_by(|a, b| a.meta.time.cmp(&b.meta.time));
+    let advice = match older {
+        Some(s) => format!(
+            "The next older point of {vm} is {} (snapshot {}): `lifeboat failover {plan} \
+             --point {}`; `lifeboat verify --read-data` shows what else is damaged",
+            s.meta.time,
+            s.short_id(),
+            s.meta.time
+        ),
+        None => format!(
+            "{vm} has no older point in this repository; `lifeboat verify --read-data` shows \
+             what is damaged, `lifeboat repair index` may recover it"
+        ),
+    };
+    FailoverError::PointDamaged {
+        vm,
+        snapshot,
+        detail,
+        advice,
     }
 }
 
