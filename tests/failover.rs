@@ -380,3 +380,33 @@ fn a_damaged_point_is_refused_and_the_next_older_one_offered() {
     assert!(out.status.success(), "{}", text(&out));
     rig.assert_nothing_left();
 }
+
+#[test]
+fn a_secondary_without_room_for_the_disks_starts_nothing() {
+    let rig = Rig::new(&[("web01", false)]);
+    // A thin 1 TiB data disk: the backup is tiny, the failover copy would not be.
+    let big = rig.primary.path("data.img");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(1 << 40).unwrap();
+    drop(file);
+    rig.primary.ok(&[
+        "backup",
+        "--vm",
+        "web01",
+        "--disk",
+        "data",
+        big.to_str().unwrap(),
+        "-q",
+    ]);
+    rig.secondary
+        .ok(&["replicate", "--from", &rig.primary.url, "-q"]);
+    let out = rig.failover(None, &["erp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("not enough room") && msg.contains("bytes needed"),
+        "{msg}"
+    );
+    rig.assert_nothing_left();
+    assert!(!rig.state.join("failover/erp.json").exists());
+}

@@ -77,7 +77,7 @@ pub async fn fail_over(
         .join(format!("failover-{}", sanitize(&req.plan.name)));
     std::fs::create_dir_all(&dir)
         .map_err(|e| FailoverError::io("cannot create the failover directory", &dir, e))?;
-    if let Err(e) = check_room(&dir, points.iter().map(|(_, _, p)| p)) {
+    if let Err(e) = check_room(&req.plan.overlay_dir, points.iter().map(|(_, _, p)| p)) {
         let _ = std::fs::remove_dir(&dir);
         return Err(e);
     }
