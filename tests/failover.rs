@@ -52,6 +52,15 @@ fn assert_clean_replica(rig: &Rig) {
     );
 }
 
+fn assert_clean_primary(rig: &Rig) {
+    let out = rig.primary.run(&["verify", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "the primary verifies clean: {}",
+        text(&out)
+    );
+}
+
 #[test]
 fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone() {
     let rig = Rig::new(&[("web01", false)]);
@@ -179,6 +188,7 @@ fn a_failover_that_cannot_bring_every_vm_up_starts_nothing() {
     assert!(walk(&rig.overlays).is_empty());
     assert!(!rig.state.join("failover/erp.json").exists());
     assert_clean_replica(&rig);
+    assert_clean_primary(&rig);
 }
 
 /// Long enough for a TCG boot on a loaded CI host.
@@ -256,13 +266,12 @@ fn planned_failover_and_failback_lose_nothing_and_move_only_what_changed() {
     let out = home(&["abort", "erp", "--discard", "--shutdown-timeout", "5s"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(qemu_pids(&rig.primary.path("overlays")), Vec::<u32>::new());
-    assert_clean_replica(&rig);
-    let out = rig.primary.run(&["verify", "--read-data"]);
     assert!(
-        out.status.success(),
-        "the primary verifies clean: {}",
-        text(&out)
+        walk(&rig.primary.path("overlays")).is_empty(),
+        "nothing left home"
     );
+    assert_clean_replica(&rig);
+    assert_clean_primary(&rig);
 }
 
 #[test]
@@ -302,6 +311,8 @@ fn prepare_refuses_when_the_primary_vm_will_not_shut_down() {
         before,
         "nothing backed up"
     );
+    drop(vm);
+    assert_clean_primary(&rig);
 }
 
 #[test]
