@@ -225,6 +225,43 @@ fn planned_failover_and_failback_lose_nothing_and_move_only_what_changed() {
     assert_eq!(note(&failed_over, "", BOOT), "first;");
     assert_eq!(note(&failed_over, "second", BOOT), "first;second;");
 
+    // A primary that still backs up (split brain) is not replicated over the
+    // failed-over VM: replication into the secondary is fenced like its standby.
+    rig.primary.ok(&[
+        "backup",
+        "--vm",
+        "web01",
+        "--disk",
+        "root",
+        image.to_str().unwrap(),
+        "-q",
+    ]);
+    let config = rig.config.to_str().unwrap();
+    let fenced = json(&rig.secondary.run(&[
+        "replicate",
+        "--from",
+        &rig.primary.url,
+        "--config",
+        config,
+        "--json",
+    ]));
+    assert_eq!(fenced["snapshots_copied"], 0, "{fenced}");
+    let named = rig.secondary.run(&[
+        "replicate",
+        "--from",
+        &rig.primary.url,
+        "--config",
+        config,
+        "--vm",
+        "web01",
+    ]);
+    assert_eq!(named.status.code(), Some(1), "{}", text(&named));
+    assert!(
+        text(&named).contains("is failed over onto"),
+        "{}",
+        text(&named)
+    );
+
     // Failback: final backup on the secondary, only the changed chunks go home.
     let back = json(&rig.secondary.run(&[
         "failback",

@@ -38,7 +38,8 @@ pub struct ReplicateArgs {
     /// Only the VMs of this protection group of the configuration
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
-    /// Configuration file, for --group
+    /// Configuration file, for --group; when it exists, VMs a plan of it has failed
+    /// over onto the destination (`failover status`) are never replicated into it
     #[arg(long, env = "LIFEBOAT_CONFIG", value_name = "FILE",
           default_value = super::DEFAULT_CONFIG)]
     pub config: PathBuf,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
+use lifeboat_replicator::failover::FailoverStates;
 use lifeboat_replicator::{ReplicateReport, ReplicateRequest, Side, replicate};
 use lifeboat_store::{Backend, Progress, Repository, StoreError};
 
@@ -64,8 +65,23 @@ async fn run_once(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
             ),
             _ => e,
         })?;
+    let exclude = failed_over_at(&a, &to)?;
+    for (vm, plan) in &exclude {
+        if a.vm.contains(vm) {
+            bail!(
+                "VM {vm} is failed over onto {to} (plan {plan}): it runs there from disks \
+                 newer than anything in {}, so its snapshots are not replicated into it; \
+                 bring it home with `lifeboat failback {plan}` (`lifeboat failover status {plan}`)",
+                a.from
+            );
+        }
+        if !g.quiet && !g.json {
+            eprintln!("{vm}: not replicated, failed over onto {to} by plan {plan}");
+        }
+    }
     let request = ReplicateRequest {
         vms,
+        exclude: exclude.into_iter().map(|(vm, _)| vm).collect(),
         fetches: a.fetches.into(),
         uploads: a.uploads.into(),
         limit_rate: a.limit_rate,
@@ -87,6 +103,34 @@ async fn run_once(g: &GlobalArgs, a: ReplicateArgs) -> Result<()> {
         print_text(&report);
     }
     Ok(())
+}
+
+/// The VMs (with their plan) failed over onto the repository `to`, by the failover
+/// states of the configuration's state dir (`LIFEBOAT_STATE_DIR` overrides it). No
+/// configuration file, no fence: replication run outside a configured site.
+fn failed_over_at(a: &ReplicateArgs, to: &str) -> Result<Vec<(String, String)>> {
+    if !a.config.exists() {
+        return Ok(Vec::new());
+    }
+    let config = config_file::load(&a.config)?;
+    let state_dir = std::env::var_os("LIFEBOAT_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| config.daemon.state_dir.clone());
+    let states = FailoverStates::new(&state_dir);
+    let same = |url: &str| url.trim_end_matches('/') == to.trim_end_matches('/');
+    let mut out = Vec::new();
+    for plan in &config.plans {
+        let onto_here = config
+            .repository(&plan.repository)
+            .is_some_and(|r| same(&r.url));
+        if !onto_here {
+            continue;
+        }
+        if let Some(state) = states.read(&plan.name)? {
+            out.extend(state.vms.into_iter().map(|v| (v.vm, plan.name.clone())));
+        }
+    }
+    Ok(out)
 }
 
 /// `--vm` names, plus the VMs of `--group` in the configuration.

@@ -7,6 +7,9 @@ use serde::Serialize;
 pub struct ReplicateRequest {
     /// Only the snapshots of these VMs; all VMs when empty.
     pub vms: Vec<String>,
+    /// Never these VMs: those failed over at the destination's site, which run there
+    /// from disks newer than anything the source has (see `failover`).
+    pub exclude: Vec<String>,
     /// Ranged GETs in flight on the source.
     pub fetches: usize,
     /// Pack uploads in flight on the destination.
@@ -19,6 +22,7 @@ impl Default for ReplicateRequest {
     fn default() -> Self {
         Self {
             vms: Vec::new(),
+            exclude: Vec::new(),
             fetches: 8,
             uploads: 4,
             limit_rate: None,

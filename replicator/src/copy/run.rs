@@ -25,7 +25,9 @@ pub async fn replicate(
     let started = Instant::now();
     let run_started = lifeboat_store::repo::now_rfc3339();
     check_pair(&src, &dst)?;
-    let selected = |s: &SnapshotSummary| req.vms.is_empty() || req.vms.contains(&s.meta.vm);
+    let selected = |s: &SnapshotSummary| {
+        (req.vms.is_empty() || req.vms.contains(&s.meta.vm)) && !req.exclude.contains(&s.meta.vm)
+    };
     let held = Held::of(&dst).await?;
     let mut todo: Vec<SnapshotSummary> = src
         .snapshots()
