@@ -24,17 +24,9 @@ pub fn load(path: &Path) -> Result<Config> {
 
 /// The group called `name` and its repository.
 pub fn group<'a>(config: &'a Config, name: &str) -> Result<(&'a Group, &'a RepositoryConfig)> {
-    let group = config.group(name).with_context(|| {
-        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        format!(
-            "no group {name:?} in the configuration; groups: {}",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )
-    })?;
+    let group = config
+        .group(name)
+        .with_context(|| unknown("group", name, config.groups.iter().map(|g| g.name.as_str())))?;
     // Validation guarantees the repository exists.
     let repo = config
         .repository(&group.repository)
@@ -44,22 +36,27 @@ pub fn group<'a>(config: &'a Config, name: &str) -> Result<(&'a Group, &'a Repos
 
 /// The recovery plan called `name` and the repository it recovers from.
 pub fn plan<'a>(config: &'a Config, name: &str) -> Result<(&'a Plan, &'a RepositoryConfig)> {
-    let plan = config.plan(name).with_context(|| {
-        let known: Vec<&str> = config.plans.iter().map(|p| p.name.as_str()).collect();
-        format!(
-            "no plan {name:?} in the configuration; plans: {}",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )
-    })?;
+    let plan = config
+        .plan(name)
+        .with_context(|| unknown("plan", name, config.plans.iter().map(|p| p.name.as_str())))?;
     // Validation guarantees the repository exists.
     let repo = config
         .repository(&plan.repository)
         .with_context(|| format!("plan {name:?} names an unknown repository"))?;
     Ok((plan, repo))
+}
+
+/// "no KIND NAME in the configuration; KINDs: the known ones".
+fn unknown<'a>(kind: &str, name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.collect();
+    format!(
+        "no {kind} {name:?} in the configuration; {kind}s: {}",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
 }
 
 /// Global arguments pointed at a configured repository: its URL, and its passphrase

@@ -43,6 +43,14 @@ fn http_get(addr: &str) -> String {
     body
 }
 
+/// A backup of web01's disk `disk` from `image` on the primary (its definition is the
+/// one recorded by earlier backups).
+fn back_up(rig: &Rig, disk: &str, image: &std::path::Path) {
+    let image = image.to_str().unwrap();
+    rig.primary
+        .ok(&["backup", "--vm", "web01", "--disk", disk, image, "-q"]);
+}
+
 fn assert_clean_replica(rig: &Rig) {
     let out = rig.secondary.run(&["verify", "--read-data"]);
     assert!(
@@ -227,15 +235,7 @@ fn planned_failover_and_failback_lose_nothing_and_move_only_what_changed() {
 
     // A primary that still backs up (split brain) is not replicated over the
     // failed-over VM: replication into the secondary is fenced like its standby.
-    rig.primary.ok(&[
-        "backup",
-        "--vm",
-        "web01",
-        "--disk",
-        "root",
-        image.to_str().unwrap(),
-        "-q",
-    ]);
+    back_up(&rig, "root", &image);
     let config = rig.config.to_str().unwrap();
     let fenced = json(&rig.secondary.run(&[
         "replicate",
@@ -370,18 +370,7 @@ fn a_damaged_point_is_refused_and_the_next_older_one_offered() {
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(64 << 20)).unwrap();
     file.write_all(&changed).unwrap();
     drop(file);
-    let definition = rig.primary.path("web01.json");
-    rig.primary.ok(&[
-        "backup",
-        "--vm",
-        "web01",
-        "--disk",
-        "root",
-        "--definition",
-        definition.to_str().unwrap(),
-        image.to_str().unwrap(),
-        "-q",
-    ]);
+    back_up(&rig, "root", &image);
     let data = std::path::Path::new(&rig.secondary.url).join("data");
     let before = walk(&data);
     rig.secondary
@@ -437,15 +426,7 @@ fn a_secondary_without_room_for_the_disks_starts_nothing() {
     let file = std::fs::File::create(&big).unwrap();
     file.set_len(1 << 40).unwrap();
     drop(file);
-    rig.primary.ok(&[
-        "backup",
-        "--vm",
-        "web01",
-        "--disk",
-        "data",
-        big.to_str().unwrap(),
-        "-q",
-    ]);
+    back_up(&rig, "data", &big);
     rig.secondary
         .ok(&["replicate", "--from", &rig.primary.url, "-q"]);
     let out = rig.failover(None, &["erp"]);

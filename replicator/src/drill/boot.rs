@@ -290,7 +290,8 @@ async fn evidence(
     })
 }
 
-fn verdict(outcome: &BootOutcome) -> (VmVerdict, String) {
+/// The verdict of a boot and, unless it booted, why not (as reports and errors say it).
+pub(crate) fn verdict(outcome: &BootOutcome) -> (VmVerdict, String) {
     match outcome {
         BootOutcome::Healthy => (VmVerdict::Booted, String::new()),
         BootOutcome::Panicked { line } => {

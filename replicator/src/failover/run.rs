@@ -21,7 +21,7 @@ use super::error::FailoverError;
 use super::state::{
     FailedOverDisk, FailedOverVm, FailoverKind, FailoverState, FailoverStates, LockedPlan, Phase,
 };
-use crate::drill::boot::{NetworkUse, STOP_GRACE, StartedVm, launch_spec, start_group};
+use crate::drill::boot::{NetworkUse, STOP_GRACE, StartedVm, launch_spec, start_group, verdict};
 use crate::drill::disks::sanitize;
 use crate::drill::{PointChoice, VmPoint, point_time, select_point};
 use crate::standby::{fence, unfence};
@@ -244,20 +244,13 @@ impl Starting<'_> {
         )
         .await;
         for (vm, console, watch) in watches {
-            let why = match watch.outcome {
-                BootOutcome::Healthy => {
-                    if let Some(r) = self.state.vms.iter_mut().find(|r| r.vm == vm) {
-                        r.healthy_secs = started.elapsed().as_secs_f64();
-                    }
-                    continue;
+            if watch.outcome == BootOutcome::Healthy {
+                if let Some(r) = self.state.vms.iter_mut().find(|r| r.vm == vm) {
+                    r.healthy_secs = started.elapsed().as_secs_f64();
                 }
-                BootOutcome::Panicked { line } => format!("kernel panic: {line}"),
-                BootOutcome::NoOutput => "no console output before the timeout".into(),
-                BootOutcome::TimedOut { waiting_for } => {
-                    format!("health check timed out waiting for {waiting_for}")
-                }
-                BootOutcome::Exited { status } => format!("QEMU exited: {status}"),
-            };
+                continue;
+            }
+            let (_, why) = verdict(&watch.outcome);
             return Err(FailoverError::Unhealthy { vm, why, console });
         }
         Ok(())
