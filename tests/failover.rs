@@ -102,6 +102,14 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
     assert_eq!(status[0]["plan"], "erp", "{status}");
     assert_eq!(status[0]["alive"]["web01"], true, "{status}");
     assert_eq!(status[0]["vms"][0]["rpo_secs"], vm["rpo_secs"], "{status}");
+    let overview = text(
+        &rig.secondary
+            .run(&["status", "--config", rig.config.to_str().unwrap()]),
+    );
+    assert!(
+        overview.contains("plan erp is FAILED OVER") && overview.contains("1/1 VMs running"),
+        "{overview}"
+    );
     let human = text(&rig.failover(Some("status"), &[]));
     assert!(
         human.contains("RPO") && human.contains("RUNNING"),

@@ -1,7 +1,8 @@
 //! `lifeboat status`: per configured VM (and disk), the last successful backup, its age
 //! against the group's RPO (OK / AT RISK / BREACHED), its replication lag against the
 //! `replication_rpo` (REPLICA (LAG)), the last error and the next run; then each
-//! recovery plan's drill state (OK / AT RISK) from its newest drill report.
+//! recovery plan's drill state (OK / AT RISK) from its newest drill report; then the
+//! plans failed over onto this site, with how many of their VMs run.
 //!
 //! It reads the configuration and the daemon's state database only — no repository,
 //! no passphrase, no network — so it works when the daemon is down (the RPO clock
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use lifeboat_policies::rpo::RpoState;
 use lifeboat_policies::status::VmStatus;
 use lifeboat_policies::{StatusReport, format_duration};
+use lifeboat_replicator::failover::{FailoverKind, FailoverStates};
 use serde::Serialize;
 
 use crate::args::{GlobalArgs, StatusArgs};
@@ -32,6 +34,7 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         .unwrap_or_else(|| config.daemon.state_dir.clone());
     let now = Utc::now();
     let drills = plan_drills(&config, &dir, now);
+    let failovers = failovers(&config, &dir)?;
     let report = tokio::task::spawn_blocking(move || -> Result<StatusReport> {
         let state = State::open_read_only(&dir)?;
         read_status(&config, state.as_ref(), now, a.group.as_deref())
@@ -41,12 +44,70 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         print_json(&WithDrills {
             report: &report,
             drills: &drills,
+            failovers: &failovers,
         });
     } else {
         print_text(&report);
         print_drills(&drills);
+        print_failovers(&failovers);
     }
     Ok(())
+}
+
+/// A plan failed over onto this site.
+#[derive(Serialize)]
+struct PlanFailover {
+    plan: String,
+    kind: FailoverKind,
+    since: String,
+    /// VMs of the failover whose QEMU runs now, and all of them.
+    running: usize,
+    vms: usize,
+    committed: bool,
+}
+
+fn failovers(
+    config: &lifeboat_policies::Config,
+    dir: &std::path::Path,
+) -> Result<Vec<PlanFailover>> {
+    let states = FailoverStates::new(dir);
+    let mut out = Vec::new();
+    for plan in &config.plans {
+        if let Some(s) = states.read(&plan.name)? {
+            out.push(PlanFailover {
+                plan: s.plan.clone(),
+                kind: s.kind,
+                since: s.started.clone(),
+                running: s
+                    .vms
+                    .iter()
+                    .filter(|v| v.running.as_ref().is_some_and(|r| r.is_running()))
+                    .count(),
+                vms: s.vms.len(),
+                committed: s.committed,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn print_failovers(failovers: &[PlanFailover]) {
+    for f in failovers {
+        let kind = match f.kind {
+            FailoverKind::Planned => "planned",
+            FailoverKind::Unplanned => "unplanned",
+        };
+        let health = if f.running == f.vms {
+            ""
+        } else {
+            " — VMs DOWN"
+        };
+        println!(
+            "\nplan {} is FAILED OVER onto this site ({kind}, since {}): {}/{} VMs running{health} \
+             (`lifeboat failover status {}`)",
+            f.plan, f.since, f.running, f.vms, f.plan
+        );
+    }
 }
 
 /// The status report with each recovery plan's drill state beside it.
@@ -55,6 +116,7 @@ struct WithDrills<'a> {
     #[serde(flatten)]
     report: &'a StatusReport,
     drills: &'a [PlanDrillStatus],
+    failovers: &'a [PlanFailover],
 }
 
 fn print_drills(drills: &[PlanDrillStatus]) {
