@@ -9,6 +9,7 @@ mod drill;
 mod export;
 mod failback;
 mod failover;
+mod metadata;
 mod replicate;
 
 pub use defaults::{DEFAULT_CONFIG, parse_size};
@@ -18,6 +19,9 @@ pub use failback::FailbackArgs;
 pub use failover::{
     FailoverAbortArgs, FailoverArgs, FailoverCommand, FailoverPlanArgs, FailoverPrepareArgs,
     FailoverRunArgs, FailoverStatusArgs,
+};
+pub use metadata::{
+    MetadataBackupArgs, MetadataCommand, MetadataListArgs, RecoverArgs, RecoveryKeyCommand,
 };
 pub use replicate::{ReplicateArgs, SourcePassword};
 
@@ -106,6 +110,15 @@ pub enum Command {
     /// Bring a failed-over plan home: final backups of its VMs here, replicated to
     /// the primary (only what changed), then `failover --planned` there
     Failback(FailbackArgs),
+    /// Recovery keys for metadata backups (`recovery-key new --out FILE`)
+    #[command(subcommand)]
+    RecoveryKey(RecoveryKeyCommand),
+    /// Cloud-recovery backups of Lifeboat's own configuration and state
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+    /// Rebuild Lifeboat's configuration and state on a new machine from a metadata
+    /// backup and the offline recovery key
+    Recover(RecoverArgs),
     /// Serve a snapshot's disk read-only over NBD straight from the repository
     /// (instant recovery: boot a VM on an overlay backed by it)
     Export(ExportArgs),

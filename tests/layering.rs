@@ -36,6 +36,9 @@ const FLOORS: &[(&str, &[&str])] = &[
             "lifeboat-policies",
         ],
     ),
+    // Metadata points are sealed and stored through the store's backends only; what
+    // goes into them is the binary's business (it reads the configuration).
+    ("lifeboat-metadata", &["lifeboat-store"]),
 ];
 
 /// The binary maps arguments to library requests: it may use every crate.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lifeboat_replicator::failover::{FailoverError, FailoverStates, Phase, abort};
+use lifeboat_replicator::failover::{FailoverError, FailoverState, FailoverStates, Phase, abort};
 use lifeboat_replicator::{ReplicateReport, ReplicateRequest, replicate};
 use lifeboat_store::Progress;
 use serde::Serialize;
@@ -36,42 +36,14 @@ struct FailbackReport {
 pub async fn run(g: &GlobalArgs, a: FailbackArgs) -> Result<ExitCode> {
     let config = load(&a.files.config)?;
     let (plan, repo_config) = config_file::plan(&config, &a.plan)?;
-    let Some(primary_config) = config.repository(&a.to) else {
-        let known: Vec<&str> = config
-            .repositories
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
-        bail!(
-            "no repository {:?} in {}; --to names the primary site's [[repository]] \
-             (configured: {})",
-            a.to,
-            a.files.config.display(),
-            known.join(", ")
-        );
-    };
+    let primary_config = primary_repository(&config, &a)?;
     let state_dir: PathBuf = a
         .files
         .state_dir
         .clone()
         .unwrap_or_else(|| config.daemon.state_dir.clone());
     let states = FailoverStates::new(&state_dir);
-    let Some(state) = states.read(&plan.name)? else {
-        return Err(FailoverError::NotFailedOver {
-            plan: plan.name.clone(),
-            state: states.path(&plan.name),
-            action: "fail back",
-        }
-        .into());
-    };
-    if state.phase != Phase::Running {
-        bail!(
-            "the failover of plan {} never finished starting; `lifeboat failover abort {} \
-             --discard` cleans it up (nothing to fail back)",
-            plan.name,
-            plan.name
-        );
-    }
+    let state = running_failover(&states, &plan.name)?;
     let here = open(&global_for(g, repo_config)).await?;
     let home = open(&global_for(g, primary_config))
         .await
@@ -83,9 +55,8 @@ pub async fn run(g: &GlobalArgs, a: FailbackArgs) -> Result<ExitCode> {
                 primary_config.url
             )
         })?;
-    let vms: Vec<String> = state.vms.iter().map(|v| v.vm.clone()).collect();
     let request = ReplicateRequest {
-        vms: vms.clone(),
+        vms: state.vms.iter().map(|v| v.vm.clone()).collect(),
         ..ReplicateRequest::default()
     };
     // Reverse replication works before anything is stopped; whatever is new here
@@ -99,60 +70,17 @@ pub async fn run(g: &GlobalArgs, a: FailbackArgs) -> Result<ExitCode> {
     .await
     .context("replicating this site to the primary (nothing was stopped)")?;
 
-    let quiet = g.quiet || g.json;
-    if !quiet {
+    if !(g.quiet || g.json) {
         eprintln!(
             "shutting down {} VM(s) (ACPI, up to {} s)",
-            vms.len(),
+            state.vms.len(),
             a.shutdown_timeout
         );
     }
     let down = Instant::now();
     let grace = Duration::from_secs(a.shutdown_timeout);
-    // All at once: each guest gets the whole grace period, not a share of it.
-    let mut offs = tokio::task::JoinSet::new();
-    for vm in &state.vms {
-        if let Some(running) = vm.running.clone() {
-            let name = vm.vm.clone();
-            offs.spawn(async move { (name, running.power_off(grace).await) });
-        }
-    }
-    let offs = offs.join_all().await;
-    let mut still = Vec::new();
-    for (vm, off) in offs {
-        match off {
-            Ok(true) => {}
-            Ok(false) => still.push(vm),
-            Err(e) => still.push(format!("{vm} ({e})")),
-        }
-    }
-    if !still.is_empty() {
-        bail!(
-            "VM(s) {} did not power off within {} s; nothing was backed up. Shut them down \
-             in the guest (or raise --shutdown-timeout) and run failback again; VMs already \
-             off stay off",
-            still.join(", "),
-            a.shutdown_timeout
-        );
-    }
-    let mut final_snapshots = Vec::new();
-    let mut disk_bytes = 0;
-    for vm in &state.vms {
-        let disks: Vec<(String, PathBuf)> = vm
-            .disks
-            .iter()
-            .map(|d| (d.disk.clone(), d.path.clone()))
-            .collect();
-        for r in final_backups(&here, &vm.vm, &disks, None).await? {
-            disk_bytes += r.disk_size;
-            final_snapshots.push(format!(
-                "{}/{} {}",
-                r.snapshot.meta.vm,
-                r.snapshot.meta.disk,
-                r.snapshot.short_id()
-            ));
-        }
-    }
+    power_off_all(&state, grace, a.shutdown_timeout).await?;
+    let (final_snapshots, disk_bytes) = take_final_backups(&here, &state).await?;
     let replication = replicate(here, home, &request, Arc::new(Progress::default()))
         .await
         .context(
@@ -172,8 +100,107 @@ pub async fn run(g: &GlobalArgs, a: FailbackArgs) -> Result<ExitCode> {
         downtime_secs,
         replication,
     };
+    print_report(g, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `[[repository]]` `--to` names.
+fn primary_repository<'a>(
+    config: &'a lifeboat_policies::Config,
+    a: &FailbackArgs,
+) -> Result<&'a lifeboat_policies::config::RepositoryConfig> {
+    config.repository(&a.to).with_context(|| {
+        let known: Vec<&str> = config
+            .repositories
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        format!(
+            "no repository {:?} in {}; --to names the primary site's [[repository]] \
+             (configured: {})",
+            a.to,
+            a.files.config.display(),
+            known.join(", ")
+        )
+    })
+}
+
+/// The plan's failover, which must have finished starting.
+fn running_failover(states: &FailoverStates, plan: &str) -> Result<FailoverState> {
+    let Some(state) = states.read(plan)? else {
+        return Err(FailoverError::NotFailedOver {
+            plan: plan.to_string(),
+            state: states.path(plan),
+            action: "fail back",
+        }
+        .into());
+    };
+    if state.phase != Phase::Running {
+        bail!(
+            "the failover of plan {plan} never finished starting; `lifeboat failover abort \
+             {plan} --discard` cleans it up (nothing to fail back)"
+        );
+    }
+    Ok(state)
+}
+
+/// Powers every VM off at once (each gets the whole grace period); never forces one.
+async fn power_off_all(state: &FailoverState, grace: Duration, secs: u64) -> Result<()> {
+    let mut offs = tokio::task::JoinSet::new();
+    for vm in &state.vms {
+        if let Some(running) = vm.running.clone() {
+            let name = vm.vm.clone();
+            offs.spawn(async move { (name, running.power_off(grace).await) });
+        }
+    }
+    let mut still = Vec::new();
+    for (vm, off) in offs.join_all().await {
+        match off {
+            Ok(true) => {}
+            Ok(false) => still.push(vm),
+            Err(e) => still.push(format!("{vm} ({e})")),
+        }
+    }
+    if !still.is_empty() {
+        bail!(
+            "VM(s) {} did not power off within {secs} s; nothing was backed up. Shut them \
+             down in the guest (or raise --shutdown-timeout) and run failback again; VMs \
+             already off stay off",
+            still.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Final backups of every failed-over disk; their names and the disks' total size.
+async fn take_final_backups(
+    here: &Arc<lifeboat_store::Repository>,
+    state: &FailoverState,
+) -> Result<(Vec<String>, u64)> {
+    let mut names = Vec::new();
+    let mut disk_bytes = 0;
+    for vm in &state.vms {
+        let disks: Vec<(String, PathBuf)> = vm
+            .disks
+            .iter()
+            .map(|d| (d.disk.clone(), d.path.clone()))
+            .collect();
+        for r in final_backups(here, &vm.vm, &disks, None).await? {
+            disk_bytes += r.disk_size;
+            names.push(format!(
+                "{}/{} {}",
+                r.snapshot.meta.vm,
+                r.snapshot.meta.disk,
+                r.snapshot.short_id()
+            ));
+        }
+    }
+    Ok((names, disk_bytes))
+}
+
+fn print_report(g: &GlobalArgs, report: &FailbackReport) {
     if g.json {
-        print_json(&report);
+        print_json(report);
     } else if !g.quiet {
         for s in &report.final_snapshots {
             println!("final backup {s}");
@@ -188,5 +215,4 @@ pub async fn run(g: &GlobalArgs, a: FailbackArgs) -> Result<ExitCode> {
             report.plan
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,9 @@ mod failover;
 mod forget;
 mod init;
 mod key;
+mod metadata;
 mod prune;
+mod recover;
 mod repair;
 mod replicate;
 mod restore;
@@ -38,6 +40,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Drill(a) => return drill::run(g, a).await,
         Command::Failover(a) => return failover::run(g, a).await,
         Command::Failback(a) => return failback::run(g, a).await,
+        Command::RecoveryKey(c) => metadata::recovery_key(g, c),
+        Command::Metadata(c) => metadata::run(g, c).await,
+        Command::Recover(a) => recover::run(g, a).await,
         Command::Export(a) => export::run(g, a).await,
         Command::Forget(a) => forget::run(g, a).await,
         Command::Prune(a) => prune::run(g, a).await,
