@@ -324,4 +324,32 @@ fn an_altered_point_is_refused_and_the_next_older_one_offered() {
     let out = run(&points[0]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(to.join("lifeboat.toml").exists());
+
+    // Retention: with only a second kept by age, only the newest point stays.
+    site.primary.ok(&[
+        "metadata",
+        "backup",
+        "--config",
+        config,
+        "--to",
+        target,
+        "--recipient",
+        &recipient,
+        "--keep-within",
+        "1s",
+        "--keep-last",
+        "1",
+        "-q",
+    ]);
+    let left: Vec<String> = serde_json::from_str(
+        &site
+            .primary
+            .ok(&["metadata", "list", "--from", target, "--json"]),
+    )
+    .unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0] > points[1],
+        "the new point is the one kept: {left:?}"
+    );
 }

@@ -97,6 +97,97 @@ impl MetadataTarget {
     }
 }
 
+impl MetadataTarget {
+    /// Deletes a point (an Object-Locked one stays, and the error says until when).
+    pub async fn delete(&self, name: &str) -> Result<(), MetadataError> {
+        Ok(self
+            .backend
+            .delete(&format!("{PREFIX}{name}{SUFFIX}"))
+            .await?)
+    }
+}
+
+/// When a point was written, from its name.
+pub fn point_time(name: &str) -> Option<time::OffsetDateTime> {
+    let stamp = name.split('-').next()?;
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::PrimitiveDateTime::parse(stamp, format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// The points retention lets go at `now`: those older than `keep_within`, except
+/// the newest `keep_last` (so a site that stopped writing points keeps its last
+/// ones however old). Names that carry no time are never let go.
+pub fn expired(
+    points: &[String],
+    now: time::OffsetDateTime,
+    keep_within: time::Duration,
+    keep_last: usize,
+) -> Vec<String> {
+    let mut dated: Vec<(time::OffsetDateTime, &String)> = points
+        .iter()
+        .filter_map(|p| point_time(p).map(|t| (t, p)))
+        .collect();
+    dated.sort();
+    let protected = dated.len().saturating_sub(keep_last);
+    dated[..protected]
+        .iter()
+        .filter(|(t, _)| now - *t > keep_within)
+        .map(|(_, p)| (*p).clone())
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> time::OffsetDateTime {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn retention_keeps_a_week_of_twelve_hourly_points_and_the_last_ones() {
+        // Twelve-hourly points for 10 days: 20 points, newest at day 10 12:00.
+        let points: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    "202612{:02}T{:02}0000Z-0000000{}",
+                    1 + i / 2,
+                    (i % 2) * 12,
+                    i % 10
+                )
+            })
+            .collect();
+        let now = at("2026-12-10T13:00:00Z");
+        let table: [(i64, usize, usize); 4] = [
+            // (keep within days, keep last, points let go)
+            (7, 3, 6),  // older than 2026-12-03T13:00: Dec 1-3 00:00 and 12:00 = 6
+            (7, 0, 6),  // keep-last does not matter when the week holds more
+            (0, 3, 17), // everything but the last three
+            (30, 3, 0), // nothing is a month old
+        ];
+        for (days, keep_last, gone) in table {
+            let out = expired(&points, now, time::Duration::days(days), keep_last);
+            assert_eq!(
+                out.len(),
+                gone,
+                "within {days} d, last {keep_last}: {out:?}"
+            );
+            for p in &out {
+                assert!(now - point_time(p).unwrap() > time::Duration::days(days));
+            }
+        }
+        // A site that stopped writing a year ago keeps its last points.
+        let later = at("2027-12-10T00:00:00Z");
+        assert_eq!(
+            expired(&points, later, time::Duration::days(7), 3).len(),
+            17
+        );
+        assert!(expired(&["garbage".to_string()], later, time::Duration::ZERO, 0).is_empty());
+    }
 }

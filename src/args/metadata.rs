@@ -45,6 +45,12 @@ pub struct MetadataBackupArgs {
     /// State directory [default: [daemon] state_dir in the configuration]
     #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Delete the target's points older than this after writing the new one
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = lifeboat_policies::parse_duration)]
+    pub keep_within: u64,
+    /// ...but always keep this many newest points, however old
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep_last: usize,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use lifeboat_metadata::keys::{new_recovery_key, parse_recipient, write_key_file};
+use lifeboat_metadata::target::expired;
 use lifeboat_metadata::{
     Bundle, BundleFile, FileRole, MetadataTarget, NewestSnapshot, RepositorySummary,
 };
@@ -88,6 +89,7 @@ async fn backup(g: &GlobalArgs, a: MetadataBackupArgs) -> Result<()> {
             .await
             .with_context(|| format!("storing the metadata point at {address}"))?;
         written.push((t.location(), name));
+        forget_expired(&t, now, &a, g.quiet || g.json).await?;
     }
     if g.json {
         print_json(&serde_json::json!({
@@ -102,6 +104,24 @@ async fn backup(g: &GlobalArgs, a: MetadataBackupArgs) -> Result<()> {
                 bundle.files.len(),
                 bytes(sealed.len() as u64)
             );
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the target's points retention lets go; an Object-Locked point stays.
+async fn forget_expired(
+    t: &MetadataTarget,
+    now: time::OffsetDateTime,
+    a: &MetadataBackupArgs,
+    quiet: bool,
+) -> Result<()> {
+    let keep_within = time::Duration::seconds(i64::try_from(a.keep_within).unwrap_or(i64::MAX));
+    for point in expired(&t.points().await?, now, keep_within, a.keep_last.max(1)) {
+        match t.delete(&point).await {
+            Ok(()) if !quiet => eprintln!("metadata point {point} expired and deleted"),
+            Ok(()) => {}
+            Err(e) => eprintln!("warning: metadata point {point} expired but stays: {e}"),
         }
     }
     Ok(())
