@@ -13,7 +13,9 @@
 #      backup), `replicate`, `failover PLAN --planned`; prints the RTO Lifeboat
 #      measured (command → last VM healthy) and the downtime (first shutdown → last
 #      VM healthy on the secondary);
-#   3. each failed-over guest writes a second note; `failback PLAN --to primary`;
+#   3. each failed-over guest writes a second note, and CHANGE random bytes are written
+#      into each failover disk at 128 MiB (from the host, into the padding the guest
+#      never reads: a stand-in for guest writes of that size); `failback PLAN --to primary`;
 #      prints the pack bytes sent home against the disks' size, and what
 #      `rsync --no-whole-file --inplace` would send to bring the primary's images
 #      up to date (its "Literal data" plus matched-block overhead);
@@ -29,6 +31,7 @@ root=$(cd "$here/.." && pwd)
 
 vms=3
 data=256MiB
+change=32MiB
 workdir=$here/work/failover
 lifeboat=$root/target/release/lifeboat
 
@@ -37,6 +40,7 @@ usage() {
 usage: $0 [options]
   --vms N             VMs in the plan, one boot group (default $vms)
   --data SIZE         random data appended to each guest disk (default $data)
+  --change SIZE       data changed on each disk while failed over (default $change)
   --workdir DIR       scratch directory, removed first (default $workdir)
   --lifeboat PATH     binary to measure (default $lifeboat; cargo build --release)
 EOF
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --vms) vms=$2; shift 2 ;;
         --data) data=$2; shift 2 ;;
+        --change) change=$2; shift 2 ;;
         --workdir) workdir=$2; shift 2 ;;
         --lifeboat) lifeboat=$2; shift 2 ;;
         *) usage ;;
@@ -55,6 +60,8 @@ lifeboat=$(realpath "$lifeboat")
 [ -x "$lifeboat" ] || { echo "no $lifeboat: cargo build --release, or pass --lifeboat" >&2; exit 2; }
 command -v rsync >/dev/null || { echo "rsync not found: apt-get install rsync" >&2; exit 2; }
 bytes=$(numfmt --from=iec "${data%iB}")
+change_mib=$(( $(numfmt --from=iec "${change%iB}") / 1048576 ))
+[ $((change_mib + 128)) -le $((bytes / 1048576 + 64)) ] || { echo "--change must fit in --data after 64 MiB" >&2; exit 2; }
 
 rm -rf "$workdir"
 mkdir -p "$workdir"
@@ -173,6 +180,9 @@ PY
 # 3. Failback.
 ports=$(python3 -c "import json; print(' '.join(v['running']['forwards'][0][1].split(':')[1] for v in json.load(open('planned.json'))['vms']))")
 for p in $ports; do note "$p" second > /dev/null; done
+for d in $(python3 -c "import json; print(' '.join(d['path'] for v in json.load(open('planned.json'))['vms'] for d in v['disks']))"); do
+    head -c "$((change_mib * 1048576))" /dev/urandom | dd of="$d" bs=1M seek=128 conv=notrunc,fsync status=none
+done
 "$lifeboat" failback erp --to primary --config secondary.toml --json > failback.json
 rsync_bytes=0
 for i in $(seq 1 "$vms"); do
@@ -182,13 +192,14 @@ for i in $(seq 1 "$vms"); do
     sent=$(rsync --no-whole-file --inplace --stats "vm$i.after.img" "vm$i.rsync-target.img" | awk '/Total bytes sent/ {gsub(",","",$4); print $4}')
     rsync_bytes=$((rsync_bytes + sent))
 done
-python3 - failback.json "$rsync_bytes" <<'PY'
+python3 - failback.json "$rsync_bytes" "$((change_mib * 1048576 * vms))" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-rs = int(sys.argv[2])
-print(f"failback: {r['bytes_sent']} bytes sent home for {r['disk_bytes']} bytes of disks "
-      f"({r['bytes_sent'] / r['disk_bytes'] * 100:.3f} %); rsync delta would send {rs} bytes "
-      f"(lifeboat/rsync {r['bytes_sent'] / rs:.2f}); VMs down {r['downtime_secs']:.1f} s")
+rs, changed = int(sys.argv[2]), int(sys.argv[3])
+print(f"failback: {r['bytes_sent']} bytes sent home for {changed} bytes changed on "
+      f"{r['disk_bytes']} bytes of disks (sent/changed {r['bytes_sent'] / changed:.3f}); "
+      f"rsync delta would send {rs} bytes (lifeboat/rsync {r['bytes_sent'] / rs:.3f}); "
+      f"VMs down {r['downtime_secs']:.1f} s")
 PY
 "$lifeboat" failover erp --planned --config primary.toml --json > home.json
 python3 -c "import json; s=json.load(open('home.json')); print(f\"planned failover home: RTO {s['rto_secs']:.1f} s\")"
