@@ -147,6 +147,20 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
         .collect();
     assert_eq!(unfenced, standby_before, "standby untouched");
 
+    // Failback needs the primary's repository back (reverse replication): refused
+    // before anything stops.
+    let config = rig.config.to_str().unwrap();
+    let early = rig
+        .secondary
+        .run(&["failback", "erp", "--to", "primary", "--config", config]);
+    assert_eq!(early.status.code(), Some(1), "{}", text(&early));
+    assert!(
+        text(&early).contains("nothing was stopped"),
+        "{}",
+        text(&early)
+    );
+    assert!(http_get(addr).contains(MARKER), "the VM still runs");
+
     // Commit releases the standby images the VM no longer needs.
     let committed = json(&rig.failover(Some("commit"), &["erp", "--json"]));
     assert_eq!(
