@@ -17,7 +17,7 @@
 #      into each failover disk at 128 MiB (from the host, into the padding the guest
 #      never reads: a stand-in for guest writes of that size); `failback PLAN --to primary`;
 #      prints the pack bytes sent home against the disks' size, and what
-#      `rsync --no-whole-file --inplace` would send to bring the primary's images
+#      `rsync --ignore-times --no-whole-file --inplace` would send to bring the primary's images
 #      up to date (its "Literal data" plus matched-block overhead);
 #   4. unplanned failovers of the same VMs from the standby and from the replica
 #      (standby = false: every disk restored first), each aborted afterwards.
@@ -189,7 +189,7 @@ for i in $(seq 1 "$vms"); do
     # What rsync's delta transfer sends to bring the primary's old image to the new one.
     "$lifeboat" -r secondary restore -q latest --vm "vm$i" --disk root "vm$i.after.img"
     cp --sparse=always "vm$i.before-failover.img" "vm$i.rsync-target.img"
-    sent=$(rsync --no-whole-file --inplace --stats "vm$i.after.img" "vm$i.rsync-target.img" | awk '/Total bytes sent/ {gsub(",","",$4); print $4}')
+    sent=$(rsync --ignore-times --no-whole-file --inplace --stats "vm$i.after.img" "vm$i.rsync-target.img" | awk '/Total bytes sent/ {gsub(",","",$4); print $4}')
     rsync_bytes=$((rsync_bytes + sent))
 done
 python3 - failback.json "$rsync_bytes" "$((change_mib * 1048576 * vms))" <<'PY'
