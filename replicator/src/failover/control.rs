@@ -104,30 +104,6 @@ pub async fn commit(
     Ok(released)
 }
 
-/// The VMs of every plan failed over under `state_dir`: replication and standby
-/// sync must not bring them forward from the (stale) primary.
-pub fn failed_over_vms(state_dir: &Path) -> Result<Vec<String>, FailoverError> {
-    let states = FailoverStates::new(state_dir);
-    let dir = state_dir.join("failover");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(FailoverError::io("cannot list", dir, e)),
-    };
-    let mut vms = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(plan) = name.strip_suffix(".json")
-            && let Some(state) = states.read(plan)?
-        {
-            vms.extend(state.vms.into_iter().map(|v| v.vm));
-        }
-    }
-    vms.sort();
-    vms.dedup();
-    Ok(vms)
-}
-
 fn remove_dir(dir: &Path) -> Result<(), FailoverError> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

@@ -18,7 +18,7 @@ mod error;
 mod run;
 mod state;
 
-pub use control::{abort, commit, failed_over_vms};
+pub use control::{abort, commit};
 pub use error::FailoverError;
 pub use run::{FINAL_BACKUP_TAG, FailoverRequest, fail_over};
 pub use state::{FailedOverDisk, FailedOverVm, FailoverKind, FailoverState, FailoverStates, Phase};
