@@ -21,7 +21,8 @@ pub use failover::{
     FailoverRunArgs, FailoverStatusArgs,
 };
 pub use metadata::{
-    MetadataBackupArgs, MetadataCommand, MetadataListArgs, RecoverArgs, RecoveryKeyCommand,
+    MetadataBackupArgs, MetadataCommand, MetadataListArgs, MetadataVerifyArgs, PointLockArg,
+    RecoverArgs, RecoveryKeyCommand,
 };
 pub use replicate::{ReplicateArgs, SourcePassword};
 

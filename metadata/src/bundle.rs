@@ -133,10 +133,12 @@ impl Bundle {
         Ok(out)
     }
 
-    /// Decrypts, decompresses and checks every file against its manifest entry.
+    /// Decrypts with whichever of `identities` the point was sealed to (after a key
+    /// rotation, old points need the old key), decompresses and checks every file
+    /// against its manifest entry.
     pub fn open(
         sealed: &[u8],
-        identity: &age::x25519::Identity,
+        identities: &[age::x25519::Identity],
         point: &str,
     ) -> Result<Bundle, MetadataError> {
         let damaged = |detail: String| MetadataError::Damaged {
@@ -146,7 +148,7 @@ impl Bundle {
         };
         let decryptor = age::Decryptor::new(sealed).map_err(|e| damaged(e.to_string()))?;
         let mut reader = decryptor
-            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => MetadataError::WrongKey {
                     point: point.to_string(),
@@ -211,12 +213,27 @@ mod tests {
         let (stranger, _) = key();
         let sealed = bundle().seal(&[primary_r, escrow_r]).unwrap();
         assert!(!sealed.windows(13).any(|w| w == b"SECRET-MARKER"));
-        assert_eq!(Bundle::open(&sealed, &primary, "p").unwrap(), bundle());
-        assert_eq!(Bundle::open(&sealed, &escrow, "p").unwrap(), bundle());
+        assert_eq!(Bundle::open(&sealed, &[primary], "p").unwrap(), bundle());
+        assert_eq!(Bundle::open(&sealed, &[escrow], "p").unwrap(), bundle());
         assert!(matches!(
-            Bundle::open(&sealed, &stranger, "p"),
+            Bundle::open(&sealed, &[stranger], "p"),
             Err(MetadataError::WrongKey { .. })
         ));
+    }
+
+    #[test]
+    fn after_a_key_rotation_old_and_new_points_open_with_both_keys_given() {
+        let (old, old_r) = key();
+        let (new, new_r) = key();
+        let before = bundle().seal(&[old_r]).unwrap();
+        let after = bundle().seal(&[new_r]).unwrap();
+        assert!(matches!(
+            Bundle::open(&after, std::slice::from_ref(&old), "p"),
+            Err(MetadataError::WrongKey { .. })
+        ));
+        let both = [old, new];
+        assert!(Bundle::open(&before, &both, "p").is_ok());
+        assert!(Bundle::open(&after, &both, "p").is_ok());
     }
 
     #[test]
@@ -230,7 +247,7 @@ mod tests {
         for bad in [&edited[..], truncated] {
             assert!(
                 matches!(
-                    Bundle::open(bad, &identity, "p"),
+                    Bundle::open(bad, std::slice::from_ref(&identity), "p"),
                     Err(MetadataError::Damaged { .. })
                 ),
                 "damage must be detected"

@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
 
+/// A recovery key's public half, which points are sealed to.
+pub use age::x25519::Recipient;
+
 use super::error::MetadataError;
 
 /// A new recovery key: the identity file's text and its public recipient.

@@ -4,9 +4,11 @@
 //! Points are written create-only and never modified.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use lifeboat_store::Backend;
+use lifeboat_store::backend::{LockMode, ObjectLock};
 use rand::RngCore;
 
 use super::error::MetadataError;
@@ -28,12 +30,16 @@ impl MetadataTarget {
         self.backend.location()
     }
 
-    /// Stores a sealed point; returns its name.
+    /// Stores a sealed point; returns its name, and until when it is locked. With
+    /// `lock`, a bucket that has S3 Object Lock gets the point locked for the period
+    /// (retention's `keep_within`, so a point is deletable when retention lets it
+    /// go); elsewhere `lock` changes nothing.
     pub async fn put(
         &self,
         sealed: Vec<u8>,
         now: time::OffsetDateTime,
-    ) -> Result<String, MetadataError> {
+        lock: Option<(LockMode, std::time::Duration)>,
+    ) -> Result<(String, Option<SystemTime>), MetadataError> {
         let stamp = now
             .format(time::macros::format_description!(
                 "[year][month][day]T[hour][minute][second]Z"
@@ -42,10 +48,35 @@ impl MetadataTarget {
         let mut random = [0u8; 4];
         rand::thread_rng().fill_bytes(&mut random);
         let name = format!("{stamp}-{}", hex(&random));
-        self.backend
-            .put_if_absent(&format!("{PREFIX}{name}{SUFFIX}"), Bytes::from(sealed))
-            .await?;
-        Ok(name)
+        let key = format!("{PREFIX}{name}{SUFFIX}");
+        let lock = match lock {
+            Some((mode, period)) if self.backend.object_lock_enabled().await? => Some(ObjectLock {
+                mode,
+                retain_until: SystemTime::from(now) + period,
+            }),
+            _ => None,
+        };
+        match lock {
+            Some(l) => {
+                self.backend
+                    .put_locked(&key, Bytes::from(sealed), true, l)
+                    .await?
+            }
+            None => {
+                self.backend
+                    .put_if_absent(&key, Bytes::from(sealed))
+                    .await?
+            }
+        }
+        Ok((name, lock.map(|l| l.retain_until)))
+    }
+
+    /// Until when a point is locked, if it is.
+    pub async fn retain_until(&self, name: &str) -> Result<Option<SystemTime>, MetadataError> {
+        Ok(self
+            .backend
+            .retain_until(&format!("{PREFIX}{name}{SUFFIX}"))
+            .await?)
     }
 
     /// Every point's name, oldest first.

@@ -93,7 +93,8 @@
 //! A plan's VMs need not be in a `[[group]]` of the same file: the secondary site's
 //! configuration may hold only repositories, networks and plans.
 //!
-//! An optional `[daemon]` table holds the daemon's own settings (see [`DaemonSettings`]).
+//! An optional `[daemon]` table holds the daemon's own settings (see [`DaemonSettings`]), an
+//! optional `[metadata_backup]` its cloud-recovery backups (see [`MetadataBackup`]).
 //!
 //! Parsing is two steps: serde reads the text into `Raw*` types that keep every
 //! value's byte span, then validation turns them into the checked types below. Every
@@ -107,6 +108,7 @@ use std::path::PathBuf;
 pub use daemon::{DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR, DaemonSettings, parse_listen};
 pub use hardware::{DiskBus, Firmware, Nic, VmHardware, parse_mac, parse_memory};
 pub use health::{DEFAULT_BOOT_TIMEOUT, HealthSpec, PlanVm};
+pub use metadata_backup::{MetadataBackup, PointLock};
 pub use network::{Network, NetworkKind};
 pub use plan::Plan;
 pub use replication::{ReplicatedVm, Replication, parse_rate};
@@ -131,6 +133,8 @@ pub struct Config {
     pub networks: Vec<Network>,
     /// `[[plan]]` tables: recovery plans, in file order.
     pub plans: Vec<Plan>,
+    /// The `[metadata_backup]` table, if the daemon backs up its own metadata.
+    pub metadata_backup: Option<MetadataBackup>,
 }
 
 impl Config {
@@ -226,6 +230,7 @@ mod daemon;
 mod disks;
 pub mod hardware;
 mod health;
+pub mod metadata_backup;
 mod network;
 pub mod plan;
 mod raw;
@@ -323,6 +328,10 @@ impl Validator<'_> {
             .collect();
         let repo_names: Vec<&str> = repositories.iter().map(|r| r.name.as_str()).collect();
         let plans = self.plans(&raw.plan, &repo_names, &network_views, &daemon.state_dir);
+        let metadata_backup = raw
+            .metadata_backup
+            .as_ref()
+            .and_then(|m| self.metadata_backup(m));
         Config {
             repositories,
             groups,
@@ -330,6 +339,7 @@ impl Validator<'_> {
             daemon,
             networks,
             plans,
+            metadata_backup,
         }
     }
 

@@ -59,6 +59,8 @@ pub enum Subject {
     Backup,
     /// The newest point on a replica, against the replication's `replication_rpo`.
     Replica,
+    /// The newest metadata point at one target, against `[metadata_backup] rpo`.
+    Metadata,
 }
 
 /// The phrases that differ between [`Subject`]s.
@@ -92,6 +94,15 @@ impl Subject {
                 run: "replication",
                 none_yet: "nothing replicated yet",
                 more_often: "back up and replicate more often, or raise replication_rpo",
+            },
+            Subject::Metadata => Words {
+                point: "the newest metadata point",
+                rpo: "the metadata RPO",
+                never: "no metadata point written",
+                thing: "this metadata target",
+                run: "metadata backup",
+                none_yet: "no metadata point yet",
+                more_often: "schedule metadata backups more often or raise its rpo",
             },
         }
     }

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use lifeboat_metadata::keys::read_identity;
-use lifeboat_metadata::{Bundle, FileRole, MetadataError, MetadataTarget, RepositorySummary};
+use lifeboat_metadata::{Bundle, FileRole, MetadataError, RepositorySummary};
 
 use crate::args::{GlobalArgs, RecoverArgs};
+use crate::commands::metadata::target::target;
 use crate::config_file::global_for;
 use crate::output::print_json;
-use crate::repository::{backend_at, open};
+use crate::repository::open;
 
 /// Where one bundled file goes.
 struct Placement {
@@ -23,25 +24,7 @@ struct Placement {
 }
 
 pub async fn run(g: &GlobalArgs, a: RecoverArgs) -> Result<()> {
-    let identity = read_identity(&a.identity)?;
-    let (backend, _) = backend_at(g, &a.from)
-        .await
-        .with_context(|| format!("metadata target {}", a.from))?;
-    let target = MetadataTarget::new(backend);
-    let (name, sealed) = target.get(&a.point).await?;
-    let bundle = match Bundle::open(&sealed, &identity, &name) {
-        Ok(b) => b,
-        Err(MetadataError::Damaged { point, detail, .. }) => {
-            let older = target.older_than(&point).await.ok().flatten();
-            return Err(MetadataError::Damaged {
-                point,
-                detail,
-                older,
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (name, bundle) = open_point(g, &a).await?;
     if !a.dry_run {
         check_target_dir(&a.to, a.force)?;
     }
@@ -99,6 +82,32 @@ pub async fn run(g: &GlobalArgs, a: RecoverArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The chosen point, opened with the recovery key(s); a damaged one names the next
+/// older point to try.
+async fn open_point(g: &GlobalArgs, a: &RecoverArgs) -> Result<(String, Bundle)> {
+    let identities = a
+        .identity
+        .iter()
+        .map(|p| read_identity(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = target(g, &a.from).await?;
+    let (name, sealed) = target.get(&a.point).await?;
+    let bundle = match Bundle::open(&sealed, &identities, &name) {
+        Ok(b) => b,
+        Err(MetadataError::Damaged { point, detail, .. }) => {
+            let older = target.older_than(&point).await.ok().flatten();
+            return Err(MetadataError::Damaged {
+                point,
+                detail,
+                older,
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((name, bundle))
 }
 
 fn check_target_dir(dir: &Path, force: bool) -> Result<()> {

@@ -1,7 +1,8 @@
 //! `lifeboat status`: per configured VM (and disk), the last successful backup, its age
 //! against the group's RPO (OK / AT RISK / BREACHED), its replication lag against the
 //! `replication_rpo` (REPLICA (LAG)), the last error and the next run; then each
-//! recovery plan's drill state (OK / AT RISK) from its newest drill report; then the
+//! recovery plan's drill state (OK / AT RISK) from its newest drill report; then each
+//! metadata-backup target's last good point (OK / AT RISK / BREACHED); then the
 //! plans failed over onto this site, with how many of their VMs run.
 //!
 //! It reads the configuration and the daemon's state database only — no repository,
@@ -20,6 +21,7 @@ use serde::Serialize;
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::config_file;
 use crate::daemon::drills::{PlanDrillStatus, plan_drills};
+use crate::daemon::metadata::{MetadataTargetStatus, metadata_status};
 use crate::daemon::state::{State, read_status};
 use crate::output::{bytes, print_json};
 
@@ -34,6 +36,7 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         .unwrap_or_else(|| config.daemon.state_dir.clone());
     let now = Utc::now();
     let drills = plan_drills(&config, &dir, now);
+    let metadata = metadata_status(&config, &dir, now);
     let failovers = failovers(&config, &dir)?;
     let report = tokio::task::spawn_blocking(move || -> Result<StatusReport> {
         let state = State::open_read_only(&dir)?;
@@ -45,10 +48,12 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
             report: &report,
             drills: &drills,
             failovers: &failovers,
+            metadata_backups: &metadata,
         });
     } else {
         print_text(&report);
         print_drills(&drills);
+        print_metadata(&metadata);
         print_failovers(&failovers);
     }
     Ok(())
@@ -117,6 +122,29 @@ struct WithDrills<'a> {
     report: &'a StatusReport,
     drills: &'a [PlanDrillStatus],
     failovers: &'a [PlanFailover],
+    metadata_backups: &'a [MetadataTargetStatus],
+}
+
+fn print_metadata(targets: &[MetadataTargetStatus]) {
+    if targets.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<40} {:<9} {:<22} {:>9} {:<21} WHY",
+        "METADATA TARGET", "STATE", "LAST GOOD POINT", "AGE", "NEXT RUN"
+    );
+    for t in targets {
+        println!(
+            "{:<40} {:<9} {:<22} {:>9} {:<21} {}",
+            t.target,
+            t.state.as_str(),
+            t.last_success.map_or("never".into(), when),
+            t.age_secs
+                .map_or("-".into(), |a| format_duration(a.max(0) as u64)),
+            t.next_run.map_or("-".into(), when),
+            t.reason
+        );
+    }
 }
 
 fn print_drills(drills: &[PlanDrillStatus]) {

@@ -1,5 +1,6 @@
 //! What each kind of job runs: the child's command line (`lifeboat backup …`,
-//! `forget --group …`, `prune`, `replicate --from … --to …`, `standby sync`) and the key that keeps
+//! `forget --group …`, `prune`, `replicate --from … --to …`, `standby sync`, `drill`,
+//! `metadata backup`) and the key that keeps
 //! two of the same (a disk's backups, a group's forgets, a repository's prunes, a
 //! pair's replications) from running at once.
 
@@ -11,6 +12,9 @@ use lifeboat_policies::config::{DiskSource, Plan, Replication, RepositoryConfig}
 
 use super::definitions::definition_arg;
 use super::state::JobKey;
+
+/// The jobs-table kind of the daemon's metadata backups.
+pub const METADATA_JOB: &str = "metadata";
 
 /// What a job is for, what it must not run beside, and its child's arguments.
 pub struct JobCommand {
@@ -180,6 +184,39 @@ impl Builder {
             exclusive: format!("drill {}", plan.name),
             args,
         })
+    }
+
+    /// `metadata backup` of the configuration's `[metadata_backup]`: the child reads
+    /// targets, recipients and retention from the same file, and opens every
+    /// repository (its passphrase file, else the daemon's passphrase) to record its
+    /// newest snapshots.
+    pub fn metadata_backup(&self) -> JobCommand {
+        let mut args: Vec<OsString> = vec!["--json".into()];
+        if let Some(c) = &self.cache_dir {
+            args.extend(["--cache-dir".into(), c.clone().into_os_string()]);
+        }
+        args.extend([
+            "metadata".into(),
+            "backup".into(),
+            "--config".into(),
+            self.config_path.clone().into_os_string(),
+            "--state-dir".into(),
+            self.state_dir.clone().into_os_string(),
+        ]);
+        JobCommand {
+            key: JobKey {
+                kind: METADATA_JOB,
+                group: None,
+                // Not a repository: the jobs table needs a name, and this one reads
+                // as what the job protects.
+                repository: "lifeboat metadata".into(),
+                source: None,
+                vm: None,
+                disk: None,
+            },
+            exclusive: METADATA_JOB.into(),
+            args,
+        }
     }
 
     /// `replicate` of replication `r`: both repositories' passphrase files (without

@@ -13,7 +13,10 @@
 //! `lifeboat_replication_rpo_state`; `lifeboat_replication_bytes_sent_total{source,
 //! destination}` and `lifeboat_jobs_total{kind,status}` over the job history; per plan
 //! (label plan), from its newest drill report: `lifeboat_drill_last_success_timestamp_seconds`,
-//! `lifeboat_drill_rto_seconds`, `lifeboat_drill_state` (0 OK, 1 AT RISK).
+//! `lifeboat_drill_rto_seconds`, `lifeboat_drill_state` (0 OK, 1 AT RISK); per
+//! metadata-backup target (label target): `lifeboat_metadata_backup_last_success_timestamp_seconds`,
+//! `lifeboat_metadata_backup_age_seconds`, `lifeboat_metadata_backup_state` (0 OK,
+//! 1 AT RISK, 2 BREACHED).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::drills::{PlanDrillStatus, plan_drills};
+use super::metadata::{MetadataTargetStatus, metadata_status};
 use super::state::{State, read_status};
 
 /// A scraper that sends nothing is dropped after this.
@@ -265,6 +269,34 @@ fn drill_gauges(out: &mut String, plans: &[PlanDrillStatus]) {
     );
 }
 
+/// Per metadata-backup target: its newest good point and its state.
+fn metadata_gauges(out: &mut String, targets: &[MetadataTargetStatus]) {
+    let rows = |value: &dyn Fn(&MetadataTargetStatus) -> Option<f64>| -> Rows {
+        targets
+            .iter()
+            .filter_map(|t| Some((format!("target=\"{}\"", label(&t.target)), value(t)?)))
+            .collect()
+    };
+    family(
+        out,
+        "lifeboat_metadata_backup_last_success_timestamp_seconds",
+        "When the newest metadata point stored at the target was started (Unix time).",
+        &rows(&|t| t.last_success.map(|s| s.timestamp() as f64)),
+    );
+    family(
+        out,
+        "lifeboat_metadata_backup_age_seconds",
+        "Age of the newest metadata point stored at the target.",
+        &rows(&|t| t.age_secs.map(|a| a as f64)),
+    );
+    family(
+        out,
+        "lifeboat_metadata_backup_state",
+        "Metadata backup state: 0 OK, 1 AT RISK, 2 BREACHED (newest point older than its rpo).",
+        &rows(&|t| Some(f64::from(t.state.level()))),
+    );
+}
+
 /// The exposition text at this moment.
 pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
     let now = Utc::now();
@@ -272,6 +304,7 @@ pub fn render(config: &Config, state: &State) -> anyhow::Result<String> {
     let mut out = String::new();
     DiskGauges::from_report(&report).write(&mut out);
     drill_gauges(&mut out, &plan_drills(config, state.dir(), now));
+    metadata_gauges(&mut out, &metadata_status(config, state.dir(), now));
     let _ = writeln!(
         out,
         "# HELP lifeboat_replication_bytes_sent_total Pack bytes replication runs sent to the destination.\n# TYPE lifeboat_replication_bytes_sent_total counter"

@@ -1,8 +1,8 @@
 //! `lifeboat daemon`: runs the configuration's schedules — a backup per disk on each
 //! group's `schedule`, retention (`forget --group`) on its `forget_schedule`, `prune`
 //! on a repository's `prune_schedule`, `replicate` after backups and on a
-//! replication's `schedule` (see [`replication`]) — and records every job in the
-//! state database.
+//! replication's `schedule` (see [`replication`]), `standby sync`, drills, metadata
+//! backups (see [`timers`]) — and records every job in the state database.
 //!
 //! Rules:
 //! - at most `max_concurrent_jobs` jobs at once, and never two for the same disk: a
@@ -21,9 +21,11 @@ mod definitions;
 pub mod drills;
 mod job;
 mod job_command;
+pub mod metadata;
 mod metrics;
 mod replication;
 pub mod state;
+mod timers;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -31,16 +33,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use lifeboat_policies::Config;
-use lifeboat_policies::Schedule;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use job::{Outcome, Spec, Stage};
-use job_command::JobCommand;
+use job_command::{JobCommand, METADATA_JOB};
 use state::{JobKey, JobResult, JobStatus, State};
+use timers::{Timer, timers};
 
 /// The scheduler wakes at least this often, to keep the heartbeat fresh and to notice
 /// wall-clock jumps.
@@ -69,17 +71,6 @@ struct Ctx {
     in_flight: Mutex<HashSet<String>>,
     replicating: replication::Pairs,
     stage: watch::Receiver<Stage>,
-}
-
-/// What a timer starts when it fires.
-#[derive(Debug, Clone, Copy)]
-enum Timer {
-    Backup(usize),
-    Forget(usize),
-    Prune(usize),
-    Replicate(usize),
-    Standby(usize),
-    Drill(usize),
 }
 
 /// Runs the schedules of `config` (read from `config_path`, which forget jobs read
@@ -316,39 +307,6 @@ fn used(config: &Config, repo: &str) -> bool {
         })
 }
 
-fn timers(config: &Config) -> Vec<(Timer, Schedule, Option<DateTime<Utc>>)> {
-    let now = Utc::now();
-    let mut out = Vec::new();
-    for (i, g) in config.groups.iter().enumerate() {
-        out.push((Timer::Backup(i), g.schedule.clone()));
-        out.push((Timer::Forget(i), g.forget_schedule.clone()));
-    }
-    for (i, r) in config.repositories.iter().enumerate() {
-        if let Some(s) = &r.prune_schedule {
-            out.push((Timer::Prune(i), s.clone()));
-        }
-        if let Some(standby) = &r.standby {
-            out.push((Timer::Standby(i), standby.schedule.clone()));
-        }
-    }
-    for (i, r) in config.replications.iter().enumerate() {
-        if let Some(s) = &r.schedule {
-            out.push((Timer::Replicate(i), s.clone()));
-        }
-    }
-    for (i, p) in config.plans.iter().enumerate() {
-        if let Some(s) = &p.drill_schedule {
-            out.push((Timer::Drill(i), s.clone()));
-        }
-    }
-    out.into_iter()
-        .map(|(t, s)| {
-            let next = s.next_after(now);
-            (t, s, next)
-        })
-        .collect()
-}
-
 async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<()>) {
     let w = &ctx.commands;
     match timer {
@@ -381,6 +339,7 @@ async fn fire(ctx: &Arc<Ctx>, config: &Config, timer: Timer, jobs: &mut JoinSet<
                 submit(ctx, command, jobs).await;
             }
         }
+        Timer::Metadata => submit(ctx, w.metadata_backup(), jobs).await,
     }
 }
 
@@ -529,6 +488,7 @@ async fn run_replication(ctx: &Arc<Ctx>, ri: usize) {
 fn describe(k: &JobKey) -> String {
     match (&k.vm, &k.disk, &k.group, &k.source) {
         (_, _, Some(plan), _) if k.kind == "drill" => format!("plan {plan}"),
+        _ if k.kind == METADATA_JOB => "to its targets".into(),
         (Some(vm), Some(disk), _, _) => format!("{vm}/{disk}"),
         (_, _, Some(g), _) => format!("group {g}"),
         (_, _, _, Some(from)) => format!("{from}->{}", k.repository),

@@ -21,6 +21,20 @@ pub(super) struct RawConfig {
     pub(super) network: Vec<Spanned<RawNetwork>>,
     #[serde(default)]
     pub(super) plan: Vec<Spanned<RawPlan>>,
+    pub(super) metadata_backup: Option<RawMetadataBackup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetadataBackup {
+    pub(super) recipients: Spanned<Vec<Spanned<String>>>,
+    pub(super) targets: Spanned<Vec<Spanned<String>>>,
+    pub(super) schedule: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+    pub(super) keep_within: Option<Spanned<String>>,
+    pub(super) keep_last: Option<Spanned<i64>>,
+    pub(super) rpo: Option<Spanned<String>>,
+    pub(super) lock: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
