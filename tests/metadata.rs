@@ -207,6 +207,10 @@ fn a_lost_site_is_rebuilt_from_its_metadata_bucket_and_the_recovery_key() {
             .unwrap()
             .to_string()
     };
+    assert_eq!(
+        report["repositories"][0]["name"], "dr",
+        "the plan's (secondary) repository is checked first: {report}"
+    );
     assert!(repo("dr").contains("holds every snapshot"), "{report}");
     assert!(repo("site-a").contains("UNREACHABLE"), "{report}");
 

@@ -25,6 +25,8 @@ pub enum FileRole {
     Secret,
     /// A plan's pre- or post-script (written 0700).
     Script,
+    /// A VM's libvirt domain XML a `[[group.vm]]` names (written 0600).
+    Definition,
     /// The daemon's `state.db`: job history, first-scheduled times.
     StateDb,
     /// Drill reports and their evidence, under the state directory.

@@ -127,12 +127,14 @@ fn check_target_dir(dir: &Path, force: bool) -> Result<()> {
 }
 
 /// Each file's new home: the configuration at `lifeboat.toml`, secrets under
-/// `secrets/`, scripts under `scripts/`, state files under `state/` at the same
-/// place relative to the old state directory (the directory of `state.db`, or the
-/// parent of `drills/` and `failover/`).
+/// `secrets/`, scripts under `scripts/`, libvirt XMLs under `definitions/`, state
+/// files under `state/` at the same place relative to the old state directory (the
+/// directory of `state.db`, or the parent of `drills/` and `failover/`). Two files of
+/// the same name from different directories (`/etc/a/pass`, `/etc/b/pass`) get
+/// `pass` and `pass-2`.
 fn place(bundle: &Bundle, to: &Path) -> Result<Vec<Placement>> {
     let old_state = old_state_dir(bundle);
-    let mut out = Vec::new();
+    let mut out: Vec<Placement> = Vec::new();
     for f in &bundle.files {
         let base = Path::new(&f.path)
             .file_name()
@@ -142,6 +144,7 @@ fn place(bundle: &Bundle, to: &Path) -> Result<Vec<Placement>> {
             FileRole::Config => (to.join("lifeboat.toml"), 0o600),
             FileRole::Secret => (to.join("secrets").join(&base), 0o600),
             FileRole::Script => (to.join("scripts").join(&base), 0o700),
+            FileRole::Definition => (to.join("definitions").join(&base), 0o600),
             FileRole::StateDb | FileRole::State => {
                 let rel = old_state
                     .as_deref()
@@ -151,6 +154,14 @@ fn place(bundle: &Bundle, to: &Path) -> Result<Vec<Placement>> {
                 (to.join("state").join(rel), 0o600)
             }
         };
+        let taken = |p: &Path| out.iter().any(|o| o.new == p);
+        let new = (1..)
+            .map(|n| match n {
+                1 => new.clone(),
+                n => new.with_file_name(format!("{base}-{n}")),
+            })
+            .find(|p| !taken(p))
+            .expect("some suffix is free");
         out.push(Placement {
             old: f.path.clone(),
             new,
@@ -226,7 +237,7 @@ fn rewrite_config(
     text
 }
 
-/// Opens every repository of the recovered configuration; reports whether it holds
+/// Opens every repository of the recovered configuration, secondary first; reports whether it holds
 /// the newest snapshots the point recorded, and which VMs can be failed over.
 async fn check_repositories(
     g: &GlobalArgs,
@@ -235,8 +246,16 @@ async fn check_repositories(
 ) -> Result<Vec<serde_json::Value>> {
     let config = crate::config_file::load(config_path)
         .context("the recovered configuration does not load")?;
+    // The secondary site's first: replica destinations and plans' repositories are
+    // what a failover needs, and the primary's is likely gone with its site.
+    let mut repositories: Vec<_> = config.repositories.iter().collect();
+    repositories.sort_by_key(|r| {
+        let secondary = config.replications.iter().any(|x| x.to == r.name)
+            || config.plans.iter().any(|p| p.repository == r.name);
+        !secondary
+    });
     let mut out = Vec::new();
-    for r in &config.repositories {
+    for r in repositories {
         let expected = recorded.iter().find(|s| s.name == r.name);
         let verdict;
         let mut ready = Vec::new();
@@ -280,4 +299,53 @@ async fn check_repositories(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use lifeboat_metadata::BundleFile;
+
+    use super::*;
+
+    #[test]
+    fn files_of_the_same_name_get_homes_of_their_own_and_the_config_points_at_them() {
+        let file = |role, path: &str| BundleFile::new(role, path.into(), 0o644, b"x");
+        let bundle = Bundle {
+            version: 1,
+            created: String::new(),
+            host: String::new(),
+            lifeboat_version: String::new(),
+            files: vec![
+                file(FileRole::Config, "/etc/lb/lifeboat.toml"),
+                file(FileRole::Secret, "/etc/a/pass"),
+                file(FileRole::Secret, "/etc/b/pass"),
+                file(FileRole::Definition, "/etc/libvirt/qemu/db01.xml"),
+                file(FileRole::StateDb, "/var/lib/lb/state.db"),
+                file(FileRole::State, "/var/lib/lb/drills/dr/000001.json"),
+            ],
+            repositories: Vec::new(),
+        };
+        let to = Path::new("/new");
+        let placed = place(&bundle, to).unwrap();
+        let new: Vec<String> = placed.iter().map(|p| p.new.display().to_string()).collect();
+        assert_eq!(
+            new,
+            [
+                "/new/lifeboat.toml",
+                "/new/secrets/pass",
+                "/new/secrets/pass-2",
+                "/new/definitions/db01.xml",
+                "/new/state/state.db",
+                "/new/state/drills/dr/000001.json",
+            ]
+        );
+        let config = "a = \"/etc/a/pass\"\nb = \"/etc/b/pass\"\nx = \"/etc/libvirt/qemu/db01.xml\"\n\
+                      s = \"/var/lib/lb\"\n";
+        let rewritten = rewrite_config(config.as_bytes(), &placed, Some("/var/lib/lb"), to);
+        assert_eq!(
+            rewritten,
+            "a = \"/new/secrets/pass\"\nb = \"/new/secrets/pass-2\"\n\
+             x = \"/new/definitions/db01.xml\"\ns = \"/new/state\"\n"
+        );
+    }
 }

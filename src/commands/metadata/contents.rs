@@ -14,7 +14,7 @@ use crate::args::GlobalArgs;
 use crate::config_file::global_for;
 use crate::repository::open;
 
-/// The files the configuration names: password files and plan scripts.
+/// The files the configuration names: password files, plan scripts, libvirt XMLs.
 pub(super) fn named_files(config: &Config) -> Result<Vec<BundleFile>> {
     let mut files = Vec::new();
     for r in &config.repositories {
@@ -25,6 +25,11 @@ pub(super) fn named_files(config: &Config) -> Result<Vec<BundleFile>> {
     for plan in &config.plans {
         for script in [&plan.pre_script, &plan.post_script].into_iter().flatten() {
             files.push(read_file(script, FileRole::Script)?);
+        }
+    }
+    for vm in config.groups.iter().flat_map(|g| &g.vms) {
+        if let Some(xml) = &vm.hardware.libvirt_xml {
+            files.push(read_file(xml, FileRole::Definition)?);
         }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
