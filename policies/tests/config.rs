@@ -395,4 +395,7 @@ fn shipped_example_config_parses() {
     let plan = c.plan("erp").unwrap();
     assert_eq!(plan.test_network_for("prod-lan"), Some("drill-net"));
     assert!(plan.drill_schedule.is_some());
+    let m = c.metadata_backup.as_ref().unwrap();
+    assert_eq!(m.schedule.expression(), "0 */12 * * *");
+    assert_eq!(m.targets.len(), 1);
 }

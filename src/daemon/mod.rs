@@ -77,6 +77,7 @@ struct Ctx {
 /// again) until SIGTERM or SIGINT.
 pub async fn run(config: Config, config_path: PathBuf, settings: Settings) -> Result<()> {
     check_passwords(&config)?;
+    check_recipients(&config)?;
     let exe = std::env::current_exe().context("finding the lifeboat executable to run jobs")?;
     let state = open_state(&settings.state_dir, &config).await?;
     definitions::write_definitions(&config, &settings.state_dir)?;
@@ -287,6 +288,18 @@ fn check_passwords(config: &Config) -> Result<()> {
             ),
             None => {}
         }
+    }
+    Ok(())
+}
+
+/// A `[metadata_backup]` recipient that is not a real age key would fail every
+/// metadata backup; say so at start instead.
+fn check_recipients(config: &Config) -> Result<()> {
+    for r in config.metadata_backup.iter().flat_map(|m| &m.recipients) {
+        lifeboat_metadata::keys::parse_recipient(r).with_context(|| {
+            "[metadata_backup] recipients: paste the age1… line `lifeboat recovery-key new` \
+             printed"
+        })?;
     }
     Ok(())
 }
