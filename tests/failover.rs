@@ -45,6 +45,17 @@ fn http_get(addr: &str) -> String {
 
 /// A backup of web01's disk `disk` from `image` on the primary (its definition is the
 /// one recorded by earlier backups).
+/// The backing file of a qcow2 image (read while its VM runs), if it has one.
+fn backing_of(image: &str) -> Option<String> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["full-backing-filename"].as_str().map(str::to_string)
+}
+
 fn back_up(rig: &Rig, disk: &str, image: &std::path::Path) {
     let image = image.to_str().unwrap();
     rig.primary
@@ -89,6 +100,11 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
     assert!(vm["rpo_secs"].is_u64(), "{vm}");
     let disk = vm["disks"][0]["path"].as_str().unwrap();
     assert!(disk.starts_with(rig.overlays.to_str().unwrap()), "{disk}");
+    // Not a copy: an overlay on the standby point, made in a moment whatever the size.
+    assert!(
+        backing_of(disk).is_some_and(|b| b.starts_with(standby)),
+        "{disk} is an overlay on the standby point"
+    );
 
     // The VM outlived the command, on the production network, serving its port.
     assert_eq!(qemu_pids(&rig.overlays).len(), 1, "the failover VM runs on");
@@ -172,9 +188,14 @@ fn unplanned_failover_runs_the_plan_from_the_replica_after_the_primary_is_gone()
         "standby of web01 released"
     );
     assert!(fence.exists(), "still fenced after commit");
+    assert_eq!(
+        backing_of(disk),
+        None,
+        "commit streamed the point into the VM's own disk"
+    );
     assert!(
         http_get(addr).contains(MARKER),
-        "commit does not touch the VM"
+        "commit does not stop the VM"
     );
 
     // Abort without --discard is refused by the parser; with it, nothing is left.
@@ -245,8 +266,14 @@ fn planned_failover_and_failback_lose_nothing_and_move_only_what_changed() {
     assert!(!vm.running(), "the primary VM is off");
     rig.secondary
         .ok(&["replicate", "--from", &rig.primary.url, "-q"]);
+    // The final backups reach the warm standby too: the VM boots on an overlay of it,
+    // and failback later backs that overlay up.
+    let standby = rig.standby.to_str().unwrap();
+    rig.secondary
+        .ok(&["standby", "sync", "--dir", standby, "--vm", "web01", "-q"]);
     let state = json(&rig.failover(None, &["erp", "--planned", "--json"]));
     assert_eq!(state["kind"], "planned", "{state}");
+    assert_eq!(state["vms"][0]["disks"][0]["from"], "standby", "{state}");
     let failed_over = state["vms"][0]["running"]["forwards"][0][1]
         .as_str()
         .unwrap()

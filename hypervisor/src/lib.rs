@@ -10,6 +10,7 @@
 //! * [`nbd_server`]: a small read-only NBD server over a [`nbd_server::BlockSource`],
 //!   so a VM can boot on a qcow2 overlay backed by a disk served straight out of the
 //!   repository (instant recovery);
+//! * [`block_stream`]: a running VM's qcow2 overlays made standalone, live;
 //! * [`launch`]: the VM launcher that drills and failover boot replicas with
 //!   (`qemu-system-x86_64` today, behind a trait a libvirt driver can implement),
 //!   and [`launch::watch_boot`], which proves from the serial console and health
@@ -19,6 +20,7 @@
 //! on neither. Its errors are its own ([`nbd::NbdError`], [`qmp::QmpError`],
 //! [`ToolError`], [`launch::LaunchError`], [`nbd_server::NbdServerError`]); the first two say whether a retry can help.
 
+pub mod block_stream;
 pub mod launch;
 pub mod nbd;
 pub mod nbd_server;

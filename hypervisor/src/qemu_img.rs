@@ -157,6 +157,16 @@ pub async fn rebase_unsafe(image: &Path, backing: &str) -> Result<(), ToolError>
     .map(drop)
 }
 
+/// `qemu-img rebase -b ""` (safe mode): copies everything the qcow2 overlay `image`
+/// still reads from its backing chain into it and drops the backing file, so the
+/// image stands alone. Only for an image no running VM has open (a running one is
+/// streamed over QMP: [`crate::block_stream`]).
+pub async fn flatten(image: &Path) -> Result<(), ToolError> {
+    run(&["rebase", "-q", "-f", "qcow2", "-b", ""], image, &[])
+        .await
+        .map(drop)
+}
+
 /// `qemu-img convert -O raw`: a standalone, sparse raw copy of `image` (any format,
 /// its backing chain flattened) at `target`, which must not exist yet. The copy is
 /// the target's own: nothing of `image` is written or kept referenced.

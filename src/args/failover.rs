@@ -9,8 +9,9 @@ use super::drill::DrillFiles;
 
 const FAILOVER_HELP: &str = "\
 A failover starts every VM of the plan on this (secondary) site, for real: each VM gets
-writable raw disks of its own under <overlay_dir>/failover-<plan>/ (copied from the warm
-standby point, else restored from the replica), its NICs go to the plan's network_map
+writable disks of its own under <overlay_dir>/failover-<plan>/ (qcow2 overlays on the
+warm standby point, which `failover commit` later streams into them; else restored from
+the replica), its NICs go to the plan's network_map
 (production), boot groups start in order, and each must pass its health checks. The VMs
 keep running after this command returns. If any VM does not come up, every VM started is
 stopped and the disks removed: nothing is left half-started.
@@ -59,7 +60,8 @@ pub enum FailoverCommand {
     Status(FailoverStatusArgs),
     /// End a failover: stop its VMs and delete their disks (what they wrote is lost)
     Abort(FailoverAbortArgs),
-    /// Keep the failover: release the warm standby images of its VMs
+    /// Keep the failover: stream the standby data into the VMs' own disks (live), then
+    /// release the warm standby images of its VMs
     Commit(FailoverPlanArgs),
     /// On the primary, before a planned failover: shut the VM down (ACPI, never
     /// forced) and take the final backup of its disks that `failover --planned`

@@ -1,17 +1,24 @@
 //! Ending or settling a failover: `failover abort --discard` (stop the VMs, remove
 //! their disks, their standby fences and the state: whatever they wrote on the
 //! secondary is gone) and
-//! `failover commit` (the failover stays; the warm standby images of its VMs, stale
-//! now that the VMs' own disks are the truth, are released). `failover status` is
+//! `failover commit` (the failover stays: overlays on standby points get the points'
+//! data streamed into them, then the warm standby images of its VMs, stale now that
+//! the VMs' own disks are the truth, are released). `failover status` is
 //! [`FailoverStates::read`] plus [`DetachedVm::is_running`].
 
 use std::path::Path;
 use std::time::Duration;
 
+/// How long `failover commit` lets the streaming of one VM's disks take: a day
+/// covers many TiB at the speed of one local disk.
+const STREAM_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+use lifeboat_hypervisor::block_stream::stream_into_overlays;
 use lifeboat_hypervisor::launch::DetachedVm;
+use lifeboat_hypervisor::qemu_img;
 
 use super::error::FailoverError;
-use super::state::{FailoverState, FailoverStates, Phase};
+use super::state::{FailedOverVm, FailoverState, FailoverStates, Phase};
 use crate::standby::{release_disk, unfence};
 
 /// Stops every VM of the plan's failover (ACPI, `grace` to power off, then quit and
@@ -69,8 +76,12 @@ pub async fn abort(
     Ok(state)
 }
 
-/// Releases the standby images of the failed-over VMs' disks (under each disk's
-/// standby lock) and marks the failover committed. Returns the disks released.
+/// Makes every failed-over disk stand alone (an overlay on a standby point gets the
+/// point's data streamed into it: live over QMP while its VM runs, with `qemu-img`
+/// when it does not), then releases the standby images of the failed-over VMs'
+/// disks (under each disk's standby lock) and marks the failover committed. Returns
+/// the disks released. Interrupted, it can run again: nothing is released before
+/// every disk of the plan stands alone.
 pub async fn commit(
     states: &FailoverStates,
     plan: &str,
@@ -89,6 +100,9 @@ pub async fn commit(
                 .into(),
         });
     }
+    for vm in &state.vms {
+        detach_from_standby(vm).await?;
+    }
     let mut released = Vec::new();
     if let Some(root) = standby_dir {
         for vm in &state.vms {
@@ -102,6 +116,33 @@ pub async fn commit(
     state.committed = true;
     locked.write(&state)?;
     Ok(released)
+}
+
+/// Streams (or flattens) `vm`'s overlays so they no longer read the standby images.
+async fn detach_from_standby(vm: &FailedOverVm) -> Result<(), FailoverError> {
+    // The launcher names the VM's drives disk0, disk1, … in the order of its disks.
+    let overlays: Vec<(String, &Path)> = vm
+        .disks
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.path.extension().is_some_and(|e| e == "qcow2"))
+        .map(|(i, d)| (format!("disk{i}"), d.path.as_path()))
+        .collect();
+    if overlays.is_empty() {
+        return Ok(());
+    }
+    match vm.running.as_ref().filter(|r| r.is_running()) {
+        Some(running) => {
+            let drives: Vec<String> = overlays.into_iter().map(|(d, _)| d).collect();
+            stream_into_overlays(&running.qmp, &drives, STREAM_LIMIT).await?;
+        }
+        None => {
+            for (_, path) in overlays {
+                qemu_img::flatten(path).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) -> Result<(), FailoverError> {

@@ -1,9 +1,13 @@
-//! A failed-over VM's disks: writable raw disks of its own, in
-//! `<overlay_dir>/failover-<plan>/<vm>/`. Each is a full copy — of the warm standby
-//! point when the secondary keeps one (a local `qemu-img convert`, no repository
-//! read), else restored from the replica (every chunk verified on the way). Unlike a
-//! drill's throwaway overlays they must not depend on the standby images (which
-//! `failover commit` releases) nor on this process (which exits while the VMs run).
+//! A failed-over VM's disks, in `<overlay_dir>/failover-<plan>/<vm>/`, which must not
+//! depend on this process (it exits while the VMs run):
+//! - from the warm standby point when the secondary keeps one: a qcow2 overlay
+//!   (`<disk>.qcow2`) on the point's image, made in a moment whatever the disk's
+//!   size, so the RTO is boot time, not copy time. The standby image stays put
+//!   because the VM's standby is fenced (`FAILED-OVER`: no sync, no folding) until
+//!   `failover commit` streams the backing data into the overlay (live, over QMP)
+//!   and only then releases the standby;
+//! - else restored from the replica into a raw disk of its own (`<disk>.raw`, every
+//!   chunk verified on the way).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,14 +53,15 @@ impl DiskSources<'_> {
                 ));
                 continue;
             };
-            let path = vm_dir.join(format!("{}.raw", sanitize(&defined.name)));
-            let from = match self.copy(vm, &defined.name, snapshot, &path).await {
-                Ok(from) => from,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(vm_dir);
-                    return Err(e);
-                }
-            };
+            let base = vm_dir.join(sanitize(&defined.name));
+            let (path, format, from) =
+                match self.make_disk(vm, &defined.name, snapshot, &base).await {
+                    Ok(made) => made,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(vm_dir);
+                        return Err(e);
+                    }
+                };
             recorded.push(FailedOverDisk {
                 disk: defined.name.clone(),
                 snapshot: snapshot.id.clone(),
@@ -64,34 +69,60 @@ impl DiskSources<'_> {
                 from: from.to_string(),
                 path: path.clone(),
             });
-            disks.push(ready(path, "raw", defined, snapshot, from));
+            disks.push(ready(path, format, defined, snapshot, from));
         }
         let vm = ReadyVm::on_own_disks(vm, definition, disks, warnings);
         Ok((vm, recorded))
     }
 
-    /// Writes `snapshot` to `target`; says where it came from.
-    async fn copy(
+    /// The standby image of `snapshot`, if the secondary keeps that point.
+    pub(crate) fn standby_image(
         &self,
         vm: &str,
         disk: &str,
         snapshot: &SnapshotSummary,
-        target: &Path,
-    ) -> Result<&'static str, FailoverError> {
-        // Held only while copying: the copy is the VM's own afterwards.
-        let held = match self.standby_dir {
-            Some(dir) => hold_points(dir, vm, disk)?,
-            None => None,
+    ) -> Result<Option<PathBuf>, FailoverError> {
+        let Some(dir) = self.standby_dir else {
+            return Ok(None);
         };
-        if let Some(image) = held.as_ref().and_then(|h| h.image_of(&snapshot.id)) {
-            let partial = partial_of(target);
-            let _ = std::fs::remove_file(&partial);
-            qemu_img::convert_to_raw(&image, &partial).await?;
-            std::fs::rename(&partial, target)
-                .map_err(|e| FailoverError::io("cannot rename the disk", target, e))?;
-            return Ok("standby");
+        // Held only while looking: from then on the VM's fence keeps the image.
+        let held = hold_points(dir, vm, disk)?;
+        Ok(held.and_then(|h| h.image_of(&snapshot.id)))
+    }
+
+    /// Makes the disk of `snapshot` at `base` plus the extension of its format;
+    /// returns its path, format, and where it came from.
+    async fn make_disk(
+        &self,
+        vm: &str,
+        disk: &str,
+        snapshot: &SnapshotSummary,
+        base: &Path,
+    ) -> Result<(PathBuf, &'static str, &'static str), FailoverError> {
+        if let Some(image) = self.standby_image(vm, disk, snapshot)? {
+            let target = base.with_extension("qcow2");
+            let backing = std::path::absolute(&image)
+                .map_err(|e| FailoverError::io("cannot resolve", &image, e))?;
+            qemu_img::create_overlay(
+                &target,
+                snapshot.meta.size,
+                Some((&backing.display().to_string(), "qcow2")),
+            )
+            .await?;
+            return Ok((target, "qcow2", "standby"));
         }
-        drop(held);
+        let target = base.with_extension("raw");
+        self.restore(vm, snapshot, &target).await?;
+        Ok((target, "raw", "repository"))
+    }
+
+    /// Restores `snapshot` from the replica into `target`.
+    async fn restore(
+        &self,
+        vm: &str,
+        snapshot: &SnapshotSummary,
+        target: &Path,
+    ) -> Result<(), FailoverError> {
         let request = RestoreRequest {
             snapshot: snapshot.clone(),
             target: target.to_path_buf(),
@@ -99,7 +130,7 @@ impl DiskSources<'_> {
             concurrency: self.fetches.max(1),
         };
         match restore_snapshot(self.repo.clone(), request, Arc::new(Progress::default())).await {
-            Ok(_) => Ok("repository"),
+            Ok(_) => Ok(()),
             Err(RestoreError::Damaged { detail, .. }) => Err(FailoverError::PointDamaged {
                 vm: vm.to_string(),
                 snapshot: snapshot.id.clone(),
@@ -109,12 +140,6 @@ impl DiskSources<'_> {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn partial_of(target: &Path) -> PathBuf {
-    let mut p = target.as_os_str().to_owned();
-    p.push(".lifeboat-partial");
-    PathBuf::from(p)
 }
 
 /// Bytes free for this user in the file system holding `dir`.

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use lifeboat_hypervisor::ToolError;
+use lifeboat_hypervisor::block_stream::StreamError;
 use lifeboat_hypervisor::launch::LaunchError;
 use lifeboat_restore::RestoreError;
 use lifeboat_store::StoreError;
@@ -105,6 +106,8 @@ pub enum FailoverError {
     Launch(#[from] LaunchError),
     #[error(transparent)]
     Tool(#[from] ToolError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
 }

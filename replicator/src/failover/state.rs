@@ -48,9 +48,10 @@ pub struct FailedOverDisk {
     /// The snapshot it was made from, and that snapshot's time.
     pub snapshot: String,
     pub time: String,
-    /// `standby` (copied from the warm standby point) or `repository` (restored).
+    /// `standby` (a qcow2 overlay on the warm standby point until `failover commit`
+    /// streams the point into it) or `repository` (restored into a raw disk).
     pub from: String,
-    /// The VM's own writable raw disk.
+    /// The VM's own writable disk: `.qcow2` on a standby point, else `.raw`.
     pub path: PathBuf,
 }
 
