@@ -13,7 +13,9 @@ mod metadata;
 mod replicate;
 
 pub use defaults::{DEFAULT_CONFIG, parse_size};
-pub use drill::{DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs};
+pub use drill::{
+    DrillArgs, DrillCleanupArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs,
+};
 pub use export::ExportArgs;
 pub use failback::FailbackArgs;
 pub use failover::{

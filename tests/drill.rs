@@ -222,11 +222,8 @@ fn scheduled_drills_show_in_status_and_metrics() {
     );
 }
 
-/// `--keep` leaves the VMs running after the report (its disk served over NBD by the
-/// drill all the while), and SIGTERM then ends the drill with nothing left behind.
-#[test]
-fn a_kept_drill_runs_until_sigterm_then_leaves_nothing() {
-    let rig = Rig::new(&[("web01", false)]);
+/// Starts `drill erp --keep` and waits for its report: the VM then runs on.
+fn kept_drill(rig: &Rig) -> std::process::Child {
     let mut drill = rig
         .secondary
         .cmd()
@@ -254,12 +251,31 @@ fn a_kept_drill_runs_until_sigterm_then_leaves_nothing() {
     let parsed: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(parsed["kept_running"], true, "{parsed}");
     assert_eq!(parsed["verdict"], "PASSED", "{parsed}");
+    drill
+}
+
+/// `--keep` leaves the VMs running after the report (its disk served over NBD by the
+/// drill all the while); a second drill of the plan is refused meanwhile (it would
+/// remove the kept VM's overlays), and SIGTERM then ends the drill with nothing left.
+#[test]
+fn a_kept_drill_runs_until_sigterm_then_leaves_nothing() {
+    let rig = Rig::new(&[("web01", false)]);
+    let mut drill = kept_drill(&rig);
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         drill.try_wait().unwrap().is_none(),
         "the drill waits while the VMs run"
     );
     assert_eq!(qemu_pids(&rig.overlays).len(), 1, "the VM is kept running");
+    let second = rig.drill(&["erp"]);
+    let said = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(said.contains("kept with --keep still runs"), "{said}");
+    assert_eq!(
+        qemu_pids(&rig.overlays).len(),
+        1,
+        "the kept VM is untouched"
+    );
 
     let pid = rustix::process::Pid::from_raw(drill.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -268,4 +284,32 @@ fn a_kept_drill_runs_until_sigterm_then_leaves_nothing() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("kept running: web01"), "{stderr}");
     rig.assert_nothing_left();
+}
+
+/// A kept drill whose process is killed leaves its overlays; `drill cleanup` ends
+/// whatever still runs from them and removes them, and the report stays.
+#[test]
+fn drill_cleanup_ends_what_a_killed_drill_left() {
+    let rig = Rig::new(&[("web01", false)]);
+    let mut drill = kept_drill(&rig);
+    drill.kill().unwrap();
+    drill.wait().unwrap();
+    assert!(
+        std::fs::read_dir(&rig.overlays).unwrap().next().is_some(),
+        "the killed drill left its overlays"
+    );
+    let config = rig.config.to_str().unwrap();
+    let done = rig
+        .secondary
+        .json(&["drill", "cleanup", "erp", "--config", config]);
+    assert_eq!(done["removed"].as_array().unwrap().len(), 1, "{done}");
+    rig.assert_nothing_left();
+    assert!(
+        rig.state.join("drills/dr/000001.json").exists(),
+        "the report stays"
+    );
+    let again = rig
+        .secondary
+        .ok(&["drill", "cleanup", "erp", "--config", config]);
+    assert!(again.contains("no drill left anything"), "{again}");
 }

@@ -70,6 +70,19 @@ pub enum DrillCommand {
     /// List the drill reports; with --verify, check their signatures, their chain,
     /// their evidence files and the repository's copies
     History(DrillHistoryArgs),
+    /// End what a drill of the plan left: stop VMs still running from its overlay
+    /// directory (a `--keep` drill whose terminal is gone, a killed drill) and remove
+    /// their overlays. Reports and evidence stay
+    Cleanup(DrillCleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillCleanupArgs {
+    /// The recovery plan (a [[plan]] of the configuration)
+    #[arg(value_name = "PLAN")]
+    pub plan: String,
+    #[command(flatten)]
+    pub files: DrillFiles,
 }
 
 #[derive(Debug, Args)]

@@ -13,11 +13,12 @@ use lifeboat_policies::config::RepositoryConfig;
 use lifeboat_replicator::drill::report::{
     DrillReport, DrillVerdict, HistoryCheck, ReportChain, VmVerdict, check_history,
 };
-use lifeboat_replicator::drill::{DrillRequest, KeptDrill, PointChoice, run_drill};
+use lifeboat_replicator::drill::{DrillRequest, KeptDrill, PointChoice, clean_up, run_drill};
 use lifeboat_replicator::failover::FailoverStates;
 
 use crate::args::{
-    DrillArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs, GlobalArgs,
+    DrillArgs, DrillCleanupArgs, DrillCommand, DrillFiles, DrillHistoryArgs, DrillRunArgs,
+    GlobalArgs,
 };
 use crate::config_file::{self, global_for, load};
 use crate::output::print_json;
@@ -31,6 +32,7 @@ const EXIT_CHAIN_BROKEN: u8 = 3;
 pub async fn run(g: &GlobalArgs, a: DrillArgs) -> Result<ExitCode> {
     match a.command {
         Some(DrillCommand::History(h)) => history(g, h).await,
+        Some(DrillCommand::Cleanup(c)) => cleanup(g, c),
         None => drill(g, a.run).await,
     }
 }
@@ -149,6 +151,30 @@ fn print_report(r: &DrillReport) {
         r.plan,
         r.prepare_secs + r.cleanup_secs
     );
+}
+
+fn cleanup(g: &GlobalArgs, a: DrillCleanupArgs) -> Result<ExitCode> {
+    let config = load(&a.files.config)?;
+    let (plan, _) = config_file::plan(&config, &a.plan)?;
+    let done = clean_up(plan)?;
+    if g.json {
+        print_json(&done);
+    } else if !g.quiet {
+        if done.removed.is_empty() {
+            println!(
+                "plan {}: no drill left anything in {}",
+                plan.name,
+                plan.overlay_dir.display()
+            );
+        }
+        for pid in &done.stopped {
+            println!("stopped QEMU pid {pid}");
+        }
+        for dir in &done.removed {
+            println!("removed {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn history(g: &GlobalArgs, a: DrillHistoryArgs) -> Result<ExitCode> {

@@ -56,6 +56,16 @@ pub enum DrillError {
         dir.display()
     )]
     NoSpace { dir: PathBuf, what: String },
+    #[error(
+        "a drill of plan {plan} kept with --keep still runs its VMs from {} (QEMU pids \
+         {pids:?}); end it (Ctrl-C in its terminal, or `lifeboat drill cleanup {plan}`) \
+         before drilling the plan again", dir.display()
+    )]
+    StillRunning {
+        plan: String,
+        dir: PathBuf,
+        pids: Vec<u32>,
+    },
     #[error("{script} failed ({status}); the drill stopped there")]
     Script { script: String, status: String },
     #[error("cannot run {script}: {source}")]

@@ -10,15 +10,18 @@
 //! ```
 //! Production is never touched: NICs go to the test network or stay unplugged, the
 //! standby points are only read (and held against `standby sync` while in use), and
-//! the overlays are the drill's own.
+//! the overlays are the drill's own. What an interrupted drill leaves is
+//! [`leftovers`]'s to find and remove (`drill cleanup`).
 
 pub(crate) mod boot;
 pub(crate) mod disks;
 mod error;
+mod leftovers;
 pub mod report;
 mod run;
 mod select;
 
 pub use error::DrillError;
+pub use leftovers::{Cleanup, clean_up};
 pub use run::{DrillOutcome, DrillRequest, KeptDrill, KeptVm, run_drill};
 pub use select::{PointChoice, SAME_RUN_WINDOW, VmPoint, point_time, select_point};

@@ -15,6 +15,7 @@ use lifeboat_store::{Repository, SnapshotSummary};
 use super::boot::{NetworkUse, STOP_GRACE, StartedVm, launch_spec, start_group, watch_group};
 use super::disks::{DiskSources, ReadyVm, sanitize};
 use super::error::DrillError;
+use super::leftovers::remove_dead_leftovers;
 use super::report::{
     DrillReport, DrillVerdict, REPORT_VERSION, ReportChain, VmResult, VmVerdict, render_html,
     store_in_repository,
@@ -61,7 +62,8 @@ pub async fn run_drill(
     let chain = ReportChain::open_for_append(&req.reports_dir, repo.evidence_key())?;
     let (seq, previous) = chain.next()?;
     let evidence_dir = chain.evidence_dir(seq);
-    remove_leftovers(&req.plan, &evidence_dir);
+    remove_dead_leftovers(&req.plan)?;
+    let _ = std::fs::remove_dir_all(&evidence_dir);
     let work_dir = req
         .plan
         .overlay_dir
@@ -184,20 +186,6 @@ async fn end_drill(vms: Vec<StartedVm>, work_dir: &Path) -> Result<(), DrillErro
 /// the evidence of the report it never wrote. Its VMs died with it (QEMU runs with
 /// a parent-death signal). Called under the chain's lock, which every drill of a
 /// plan on this repository holds, so nothing removed here is in use.
-fn remove_leftovers(plan: &Plan, evidence_dir: &Path) {
-    let suffix = format!("-{}", sanitize(&plan.name));
-    if let Ok(entries) = std::fs::read_dir(&plan.overlay_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("drill-") && name.ends_with(&suffix) {
-                tracing::info!(dir = %entry.path().display(), "removing what an interrupted drill left");
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(evidence_dir);
-}
-
 /// Every VM's recovery point, with its boot group (1-based).
 fn select_points(
     req: &DrillRequest,
