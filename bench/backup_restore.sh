@@ -34,7 +34,9 @@ usage: $0 [options]
   --restic PATH      restic binary (default: restic on PATH)
   --cold-restore     delete both tools' local caches between backup and restore
   --perf DIR         also record 'perf record -g' profiles of Lifeboat's backup and
-                     restore into DIR (slower; timings of that run are not comparable)
+                     restore into DIR (slower; timings of that run are not comparable);
+                     give it the symbolised build: cargo build --profile profiling and
+                     --lifeboat target/profiling/lifeboat
   --keep             keep repositories and restored images afterwards
 EOF
 }

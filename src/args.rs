@@ -30,7 +30,12 @@ pub use replicate::{ReplicateArgs, SourcePassword};
 
 /// Lifeboat: encrypted, deduplicated backups of VM disks to S3-compatible storage.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat", version, about, long_about = None)]
+#[command(
+    name = "lifeboat",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LIFEBOAT_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
