@@ -14,8 +14,8 @@
 #      measured (command → last VM healthy) and the downtime (first shutdown → last
 #      VM healthy on the secondary);
 #   3. each failed-over guest writes a second note, and CHANGE random bytes are written
-#      into each failover disk at 128 MiB (from the host, into the padding the guest
-#      never reads: a stand-in for guest writes of that size); `failback PLAN --to primary`;
+#      into each failover disk at 128 MiB (by the VM's QEMU, HMP qemu-io, into the
+#      padding the guest never reads: a stand-in for guest writes of that size); `failback PLAN --to primary`;
 #      prints the pack bytes sent home against the disks' size, and what
 #      `rsync --ignore-times --no-whole-file --inplace` would send to bring the primary's images
 #      up to date (its "Literal data" plus matched-block overhead);
@@ -180,9 +180,36 @@ PY
 # 3. Failback.
 ports=$(python3 -c "import json; print(' '.join(v['running']['forwards'][0][1].split(':')[1] for v in json.load(open('planned.json'))['vms']))")
 for p in $ports; do note "$p" second > /dev/null; done
-for d in $(python3 -c "import json; print(' '.join(d['path'] for v in json.load(open('planned.json'))['vms'] for d in v['disks']))"); do
-    head -c "$((change_mib * 1048576))" /dev/urandom | dd of="$d" bs=1M seek=128 conv=notrunc,fsync status=none
-done
+# Written by each VM's own QEMU (HMP qemu-io over its QMP socket): the failover disk
+# may be a qcow2 overlay, which a second writer would corrupt.
+python3 - planned.json "$change_mib" <<'PY'
+import json, os, socket, sys
+state, mib = json.load(open(sys.argv[1])), int(sys.argv[2])
+for vm in state["vms"]:
+    q = socket.socket(socket.AF_UNIX)
+    q.connect(vm["running"]["qmp"])
+    f = q.makefile("rw")
+    f.readline()
+    def cmd(name, args=None):
+        f.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}) + "\n")
+        f.flush()
+        while True:
+            r = json.loads(f.readline())
+            if "return" in r or "error" in r:
+                said = r.get("return") if isinstance(r.get("return"), str) else ""
+                if "error" in r or any(w in said.lower() for w in ("error", "failed", "invalid")):
+                    sys.exit(f"{vm['vm']}: {name}: {r}")
+                return r
+    cmd("qmp_capabilities")
+    for i, _ in enumerate(vm["disks"]):
+        src = f"change-{vm['vm']}-{i}.bin"
+        with open(src, "wb") as out:
+            out.write(os.urandom(mib << 20))
+        cmd("human-monitor-command",
+            {"command-line": f'qemu-io disk{i} "write -s {os.path.abspath(src)} 128M {mib}M"'})
+        cmd("human-monitor-command", {"command-line": f'qemu-io disk{i} "flush"'})
+    q.close()
+PY
 "$lifeboat" failback erp --to primary --config secondary.toml --json > failback.json
 rsync_bytes=0
 for i in $(seq 1 "$vms"); do
