@@ -15,6 +15,7 @@ use serde_json::Value;
 use support::daemon::Daemon;
 use support::guest::{MARKER, qemu_pids};
 use support::plan::{Rig, standby_state};
+use support::tmpfs::Tmpfs;
 
 #[test]
 fn drill_boots_the_good_guest_and_names_the_panic_of_the_broken_one() {
@@ -148,6 +149,20 @@ fn a_drill_that_cannot_run_says_why_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("CPUs"), "QEMU's reason is quoted: {text}");
     rig.assert_nothing_left();
+
+    // An overlay directory that is full: said before any VM starts, nothing left.
+    {
+        let _full = Tmpfs::mount(rig.overlays.clone(), "1m");
+        let _ = std::fs::write(rig.overlays.join("filler"), vec![1u8; 2 << 20]);
+        let out = rig.drill(&["erp"]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("no space left in"), "{text}");
+        assert!(text.contains("nothing was started"), "{text}");
+        assert_eq!(qemu_pids(&rig.overlays), Vec::<u32>::new());
+        std::fs::remove_file(rig.overlays.join("filler")).unwrap();
+        rig.assert_nothing_left();
+    }
 
     // None of these wrote a report; a good drill then passes with an RTO.
     rig.write_config(vec!["web01"], "");

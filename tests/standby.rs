@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::disk::{Fill, make_disk, random_bytes, write_at};
 use support::qemu::{convert, io, qemu_nbd_pids, to_raw};
+use support::tmpfs::Tmpfs;
 use support::{Kind, TestRepo, assert_same_file};
 
 const GRANULE: u64 = 64 << 10;
@@ -249,28 +250,6 @@ fn a_sync_killed_mid_write_leaves_the_previous_point_and_the_rerun_completes() {
         assert_points_equal_restores(&repo, &disk_dir),
         [first, second]
     );
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: PathBuf, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(&at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .status()
-            .expect("running mount");
-        assert!(status.success(), "mounting a tmpfs needs root");
-        Tmpfs(at)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

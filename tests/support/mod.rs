@@ -15,6 +15,7 @@ pub mod replica;
 pub mod s3;
 pub mod sites;
 pub mod tls;
+pub mod tmpfs;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
