@@ -2,7 +2,8 @@
 //! straight from the repository. Real `qemu-img` reads it back byte for byte, a
 //! qcow2 overlay on it takes writes while reads of untouched blocks come from the
 //! repository, writes to the export itself are refused, and SIGTERM stops it
-//! cleanly with its socket removed.
+//! cleanly with its socket removed. With `--migrate`, the rest of the disk is streamed
+//! into the running VM's overlay, durably, and the export stops by itself.
 
 mod support;
 
@@ -185,4 +186,119 @@ fn export_bad_input_is_refused_before_serving() {
     assert!(err.contains("neither unix:PATH nor HOST:PORT"), "{err}");
     let err = repo.fails(&["export", "deadbeef", "--nbd", "unix:/tmp/x.sock"], 1);
     assert!(err.contains("deadbeef"), "{err}");
+}
+
+/// `export --migrate QMP`: once a VM runs on an overlay backed by the export, the rest
+/// of the disk is streamed into the overlay while the VM runs, and the export stops by
+/// itself; the overlay then stands alone and reads as the snapshot.
+#[test]
+fn migrate_streams_the_export_into_the_running_vms_overlay_then_stops() {
+    let repo = TestRepo::init(Kind::Local);
+    let image = repo.path("db01.img");
+    make_disk(
+        &image,
+        &[
+            Fill::Random {
+                seed: 9,
+                len: 6 << 20,
+            },
+            Fill::Hole { len: 2 << 20 },
+        ],
+    );
+    repo.backup("db01", "root", &image);
+    let (socket, qmp) = (repo.path("db01.sock"), repo.path("db01.qmp"));
+    let mut export = repo
+        .cmd()
+        .args([
+            "export", "latest", "--vm", "db01", "--disk", "root", "--nbd",
+        ])
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--migrate")
+        .arg(&qmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket);
+    let overlay = repo.path("db01.qcow2");
+    let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let out = qemu(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-b", &uri, "-F", "raw"]
+            .into_iter()
+            .chain([overlay.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A VM with nothing but the disk: streaming needs no guest.
+    let mut vm = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-drive",
+        ])
+        .arg(format!(
+            "file={},format=qcow2,if=none,id=disk0",
+            overlay.display()
+        ))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = export.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the export did not finish migrating"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(export.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("migrated: drive disk0"), "{stderr}");
+    assert!(!socket.exists(), "the export stopped");
+    assert!(
+        vm.try_wait().unwrap().is_none(),
+        "the VM runs on without it"
+    );
+    vm.kill().unwrap();
+    vm.wait().unwrap();
+
+    let info = qemu(
+        "qemu-img",
+        &["info", "--output=json", overlay.to_str().unwrap()],
+    );
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let copy = repo.path("copy.raw");
+    let out = qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            overlay.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_file(&image, &copy);
 }

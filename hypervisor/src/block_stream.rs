@@ -4,7 +4,8 @@
 //! overlay. Success is judged by `query-block` afterwards (the overlay has no backing
 //! image left), not by the job's disappearance, which looks the same for a failure.
 //! `failover commit` uses it so a failed-over VM stops depending on the standby
-//! images it booted on; [`crate::qemu_img::flatten`] does the same offline.
+//! images it booted on, and `export --migrate` so a VM booted on an export stops
+//! depending on the repository; [`crate::qemu_img::flatten`] does the same offline.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +70,22 @@ pub async fn stream_into_overlays(
             });
         }
     }
+    flush_all(&mut q).await?;
+    Ok(())
+}
+
+/// Makes what the stream wrote durable before anyone relies on it: the overlay's new
+/// header (no backing file) is on disk at once, but the qcow2 tables pointing at the
+/// streamed data sit in QEMU's cache until a flush, so a host crash in between would
+/// leave an overlay that reads zeros where the backing file's data was. Pausing the
+/// VM drains and flushes every drive; it resumes at once (a pause of milliseconds).
+async fn flush_all(q: &mut Qmp) -> Result<(), QmpError> {
+    let status = q.execute("query-status", Value::Null).await?;
+    let running = status["running"].as_bool() == Some(true);
+    q.execute("stop", Value::Null).await?;
+    if running {
+        q.execute("cont", Value::Null).await?;
+    }
     Ok(())
 }
 
@@ -80,6 +97,22 @@ async fn ours_running(q: &mut Qmp) -> Result<bool, QmpError> {
                 .as_str()
                 .is_some_and(|d| d.starts_with(JOB_PREFIX))
         })
+    }))
+}
+
+/// The drive of the VM behind `qmp` whose image is backed by a file whose name
+/// contains `backing` (e.g. an NBD export's socket path), if there is one.
+pub async fn drive_backed_by(qmp: &Path, backing: &str) -> Result<Option<String>, QmpError> {
+    let mut q = Qmp::connect(qmp).await?;
+    let devices = q.execute("query-block", Value::Null).await?;
+    Ok(devices.as_array().and_then(|ds| {
+        ds.iter()
+            .find(|d| {
+                d["inserted"]["image"]["backing-image"]["filename"]
+                    .as_str()
+                    .is_some_and(|f| f.contains(backing))
+            })
+            .and_then(|d| d["device"].as_str().map(str::to_string))
     }))
 }
 

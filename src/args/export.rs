@@ -1,5 +1,7 @@
 //! Arguments of `lifeboat export`: serve a snapshot's disk over NBD.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use super::defaults::parse_size;
@@ -14,10 +16,14 @@ full restore:
   qemu-img create -f qcow2 -b 'nbd+unix:///?socket=/run/lifeboat/web01.sock' -F raw web01.qcow2
   qemu-system-x86_64 ... -drive file=web01.qcow2,if=virtio
 
-The VM's writes land in the overlay. Keep the export running while the VM runs;
-to make the overlay independent, stream the rest into it (QMP block-stream) or
-`qemu-img rebase -b '' web01.qcow2` while the VM is stopped. Ctrl-C or SIGTERM
-stops the export.";
+  # with -qmp unix:/run/web01.qmp,server=on,wait=off
+
+The VM's writes land in the overlay. Keep the export running while the VM runs.
+With --migrate /run/web01.qmp, the export waits for the VM (up to 10 minutes), streams
+the rest of the disk into the overlay while the VM runs, and exits 0 once the overlay
+stands alone: the VM then runs on local storage only. Without it, `qemu-img rebase -b
+'' web01.qcow2` does the same while the VM is stopped. Ctrl-C or SIGTERM stops the
+export (exit 1 if a migration was still running: the VM still needs the export).";
 
 #[derive(Debug, Args)]
 #[command(after_long_help = EXPORT_HELP)]
@@ -43,4 +49,13 @@ pub struct ExportArgs {
     /// Ranged reads in flight
     #[arg(long, default_value_t = 8)]
     pub fetches: usize,
+    /// The QMP socket of the VM booted on an overlay backed by this export: once the
+    /// VM runs, the rest of the disk is streamed into its overlay (live, QMP
+    /// block-stream) and the export stops; the VM then needs no repository
+    #[arg(long, value_name = "QMP_SOCKET")]
+    pub migrate: Option<PathBuf>,
+    /// With --migrate: the VM's drive (its -drive id=) [default: the drive whose
+    /// backing file is this export]
+    #[arg(long, value_name = "ID", requires = "migrate")]
+    pub drive: Option<String>,
 }
