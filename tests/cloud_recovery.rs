@@ -192,8 +192,10 @@ fn a_site_rebuilt_from_the_daemons_metadata_points_shows_the_same_vms_and_histor
     assert!(out.status.success(), "{report}");
     assert!(report.contains("db01: can be failed over from"), "{report}");
 
-    // The rebuilt site knows the same groups and VMs, each with its backup history.
+    // The rebuilt site knows the same groups and VMs, each with its backup history;
+    // the old site's daemon and its jobs in flight are not shown as running here.
     let after = status(&secondary, &to.join("lifeboat.toml"));
+    assert_eq!(after["daemon"]["running"], false, "{after}");
     for (name, group) in VMS {
         let (old, new) = (vm(&before, name), vm(&after, name));
         assert_eq!(new["group"], group, "{new}");
@@ -202,6 +204,7 @@ fn a_site_rebuilt_from_the_daemons_metadata_points_shows_the_same_vms_and_histor
             &new["disks"][0]["last_success"],
         );
         assert!(is["snapshot"].is_string(), "{name} lost its history: {new}");
+        assert_eq!(new["disks"][0]["running"], false, "{new}");
         // The history is the site's own, as of the point: never newer than what the
         // site saw last.
         let time = |v: &Value| {

@@ -56,6 +56,7 @@ pub(super) fn state_files(state_dir: &Path) -> Result<Vec<BundleFile>> {
             )?;
             // A consistent snapshot even while the daemon writes.
             conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()])?;
+            settle_copy(&copy);
             let bytes = std::fs::read(&copy)?;
             Ok(BundleFile::new(
                 FileRole::StateDb,
@@ -76,6 +77,28 @@ pub(super) fn state_files(state_dir: &Path) -> Result<Vec<BundleFile>> {
         }
     }
     Ok(files)
+}
+
+/// The copy as a recovered site must read it: the daemon that wrote it is not running
+/// there (stopped when last seen), and jobs in flight at the copy never finish there.
+/// Without this, `status` after `recover` would show the old daemon running for a
+/// minute and those jobs running until the new daemon starts. Best effort: a
+/// `state.db` of another version may lack these tables, and the copy is still worth
+/// keeping as it is.
+fn settle_copy(copy: &Path) {
+    let settled = rusqlite::Connection::open(copy).and_then(|c| {
+        c.execute_batch(
+            "UPDATE daemon SET stopped_at = heartbeat_at WHERE stopped_at IS NULL;
+             UPDATE jobs SET status = 'interrupted',
+               finished_at = COALESCE((SELECT heartbeat_at FROM daemon WHERE id = 1), queued_at),
+               error = COALESCE(error, 'in flight when this metadata backup was taken; \
+               its outcome is not known here')
+             WHERE status IN ('queued', 'running');",
+        )
+    });
+    if let Err(e) = settled {
+        tracing::debug!("state.db copy kept as it was: {e}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
