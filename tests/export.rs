@@ -25,6 +25,16 @@ fn wait_for_socket(path: &Path) {
     }
 }
 
+/// Runs a QEMU tool and asserts it succeeded (its stderr in the message).
+fn qemu_ok(tool: &str, args: &[&str]) {
+    let out = qemu(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn qemu(tool: &str, args: &[&str]) -> std::process::Output {
     Command::new(tool)
         .args(args)
@@ -69,7 +79,7 @@ fn an_exported_snapshot_reads_as_the_disk_and_boots_overlays() {
     let uri = format!("nbd+unix:///?socket={}", socket.display());
 
     let copy = repo.path("copy.raw");
-    let out = qemu(
+    qemu_ok(
         "qemu-img",
         &[
             "convert",
@@ -81,15 +91,10 @@ fn an_exported_snapshot_reads_as_the_disk_and_boots_overlays() {
             copy.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_same_file(&image, &copy);
 
     let overlay = repo.path("web01.qcow2");
-    let out = qemu(
+    qemu_ok(
         "qemu-img",
         &[
             "create",
@@ -103,12 +108,7 @@ fn an_exported_snapshot_reads_as_the_disk_and_boots_overlays() {
             overlay.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = qemu(
+    qemu_ok(
         "qemu-io",
         &[
             "-f",
@@ -118,14 +118,9 @@ fn an_exported_snapshot_reads_as_the_disk_and_boots_overlays() {
             overlay.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Through the overlay: its own write first, the repository's data beneath.
     let through = repo.path("through.raw");
-    let out = qemu(
+    qemu_ok(
         "qemu-img",
         &[
             "convert",
@@ -136,11 +131,6 @@ fn an_exported_snapshot_reads_as_the_disk_and_boots_overlays() {
             overlay.to_str().unwrap(),
             through.to_str().unwrap(),
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let (original, seen) = (
         std::fs::read(&image).unwrap(),
@@ -222,17 +212,12 @@ fn migrate_streams_the_export_into_the_running_vms_overlay_then_stops() {
     wait_for_socket(&socket);
     let overlay = repo.path("db01.qcow2");
     let uri = format!("nbd+unix:///?socket={}", socket.display());
-    let out = qemu(
+    qemu_ok(
         "qemu-img",
         &["create", "-q", "-f", "qcow2", "-b", &uri, "-F", "raw"]
             .into_iter()
             .chain([overlay.to_str().unwrap()])
             .collect::<Vec<_>>(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     // A VM with nothing but the disk: streaming needs no guest.
     let mut vm = Command::new("qemu-system-x86_64")
@@ -283,7 +268,7 @@ fn migrate_streams_the_export_into_the_running_vms_overlay_then_stops() {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert!(info.get("backing-filename").is_none(), "{info}");
     let copy = repo.path("copy.raw");
-    let out = qemu(
+    qemu_ok(
         "qemu-img",
         &[
             "convert",
@@ -294,11 +279,6 @@ fn migrate_streams_the_export_into_the_running_vms_overlay_then_stops() {
             overlay.to_str().unwrap(),
             copy.to_str().unwrap(),
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_same_file(&image, &copy);
 }
