@@ -96,15 +96,15 @@ impl BackupSettings {
             .iter()
             .map(|r| parse_recipient(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let lock = match a.lock {
-            Some(PointLockArg::Off) => None,
-            Some(PointLockArg::Governance) => Some(LockMode::Governance),
-            Some(PointLockArg::Compliance) => Some(LockMode::Compliance),
-            None => match table.map_or(PointLock::Governance, |m| m.lock) {
-                PointLock::Off => None,
-                PointLock::Governance => Some(LockMode::Governance),
-                PointLock::Compliance => Some(LockMode::Compliance),
-            },
+        let flag = a.lock.map(|l| match l {
+            PointLockArg::Off => PointLock::Off,
+            PointLockArg::Governance => PointLock::Governance,
+            PointLockArg::Compliance => PointLock::Compliance,
+        });
+        let lock = match flag.unwrap_or(table.map_or(PointLock::Governance, |m| m.lock)) {
+            PointLock::Off => None,
+            PointLock::Governance => Some(LockMode::Governance),
+            PointLock::Compliance => Some(LockMode::Compliance),
         };
         Ok(BackupSettings {
             targets,
